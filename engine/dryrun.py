@@ -1,0 +1,84 @@
+"""`engine dry-run`: trace a request through the graph without calling an answering backend.
+
+It runs the very same `run_graph` as the server, with `ctx.dry_run` set: call-backend
+nodes record what they would send and stop; the classifier is asked for real unless
+`--label` supplies its answer (an unreachable classifier shows up in the trace, with the
+default it fell back to). The trace printed is the one a session log would hold.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+import aiohttp
+
+from engine.context import RequestContext
+from engine.errors import EngineError
+from engine.graph import Graph
+from engine.runner import run_graph
+from engine.validation import validate_chat
+
+
+async def dry_run(graph: Graph, body: dict[str, Any], *, label: str | None = None,
+                  headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    chat = validate_chat(body)
+    async with aiohttp.ClientSession() as session:
+        ctx = RequestContext(messages=list(chat.messages), params=chat.params, stream=chat.stream,
+                             body=chat.body, headers=dict(headers or {}), dry_run=True,
+                             forced_label=label, session=session)
+        error = None
+        try:
+            await run_graph(graph, ctx)
+        except EngineError as err:
+            error = str(err)
+        for step in ctx.trace:
+            step.finish()
+    return {
+        "graph": str(graph.path),
+        "query": ctx.query,
+        "route": ctx.route,
+        "classification": ctx.classification,
+        "fallbacks": ctx.fallbacks,
+        "error": error,
+        "steps": [step.as_dict() for step in ctx.trace],
+    }
+
+
+def format_trace(trace: dict[str, Any]) -> str:
+    """Human-readable form of a dry-run trace."""
+    lines = [f"query: {trace['query'][:200]!r}", f"graph: {trace['graph']}", ""]
+    for i, step in enumerate(trace["steps"], 1):
+        head = f"{i}. {step['node']} [{step['type']}]"
+        if step.get("provider"):
+            head += f"  backend {step['provider']} ({step.get('model')} at {step.get('url')})"
+        lines.append(head)
+        if step.get("matched") is not None or step["type"] == "detect-meta":
+            lines.append(f"   matched: {step.get('matched') or 'nothing'}")
+        if step["type"] == "classify":
+            lines.append(f"   classifier answered: {step.get('response_content')!r} -> {step.get('label')} "
+                         f"({step.get('source')}{', ' + step['reason'] if step.get('reason') else ''})")
+        if step.get("error"):
+            lines.append(f"   error: {step['error']}")
+        for message in step.get("messages_sent") or []:
+            content = message.get("content")
+            text = content if isinstance(content, str) else json.dumps(content)
+            lines.append(f"   {message['role']}: " + indent(text))
+        if step.get("injected"):
+            lines.append("   injected: " + indent(step["injected"]))
+        if step["status"] == "dry-run":
+            lines.append("   (not called: dry-run)")
+        lines.append(f"   -> {step.get('edge') or ('answers the client' if step['type'] == 'call-backend' else '-')}"
+                     f"   [{step['status']}]")
+    lines.append("")
+    for fallback in trace["fallbacks"]:
+        lines.append(f"fallback: {fallback['from']} -> {fallback['to']} ({fallback['kind']})")
+    if trace.get("error"):
+        lines.append(f"error: {trace['error']}")
+    lines.append(f"route: {trace['route']}")
+    return "\n".join(lines)
+
+
+def indent(text: str, width: int = 6) -> str:
+    pad = "\n" + " " * width
+    return pad.join(text.splitlines()) if text else "''"

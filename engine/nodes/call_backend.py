@@ -1,0 +1,133 @@
+"""call-backend: send messages to a named backend.
+
+Two uses, chosen by `capture`:
+  - answer (no `capture`): the backend's reply goes to the client, streamed or not, and
+    the request ends here. `route` names the route for the logs (default: the backend).
+  - capture (`capture: NAME`, with `next`): the reply text is stored in the variable NAME
+    for later nodes (the enrichment hop captures `context` this way), and the graph goes on.
+
+What is sent: the conversation (optionally with a `system` template put in front), or,
+when `messages` is given, exactly those rendered templates. The second is how a hop
+declares what it may see: the cloud enrichment hop gets the question, not the chat.
+Client parameters pass through the backend's parameter profile (engine.params); `body`
+adds fixed fields (e.g. `chat_template_kwargs` to turn a model's thinking off).
+
+A failure before the client has seen a byte raises BackendError; the runner then
+follows the node's declared `fallback`, if it covers that error kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from engine import backends
+from engine.context import NodeResult, RequestContext, Step, text_of
+from engine.graph import Backend
+from engine.params import build_body
+
+
+@dataclass
+class Reply:
+    """The answer for the client: an open upstream stream, a full response, or (dry-run) nothing."""
+
+    route: str
+    backend: Backend
+    step: Step
+    stream: backends.UpstreamStream | None = None
+    response: dict[str, Any] | None = None
+    dry_run: bool = False
+    thinking_off: bool = False  # the request turned the model's thinking off
+
+
+def prepare(node, graph) -> dict[str, Any]:
+    return {"backend": graph.backends[node.params["backend"]], "templates": graph.templates}
+
+
+def outgoing_messages(node, ctx: RequestContext) -> list[dict[str, Any]]:
+    p, templates = node.params, node.prepared["templates"]
+    values = ctx.template_values()
+    if p.get("messages"):
+        return [{"role": m["role"], "content": templates.render(m["template"], values)} for m in p["messages"]]
+    messages = [dict(m) for m in ctx.messages]
+    if p.get("system"):
+        messages = with_system(messages, templates.render(p["system"], values))
+    return messages
+
+
+def with_system(messages: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
+    """Put `text` first in the system message, creating one if the client sent none.
+
+    Many chat templates read only one leading system message, so we merge instead of
+    stacking a second one.
+    """
+    if messages and messages[0].get("role") == "system" and isinstance(messages[0].get("content"), str):
+        first = dict(messages[0])
+        first["content"] = text + "\n\n" + first["content"] if first["content"] else text
+        return [first] + messages[1:]
+    return [{"role": "system", "content": text}] + messages
+
+
+async def run(node, ctx: RequestContext) -> NodeResult:
+    p = node.params
+    backend: Backend = node.prepared["backend"]
+    step = ctx.trace[-1]
+    step.provider, step.url, step.model = backend.name, backend.url, backend.model
+    messages = outgoing_messages(node, ctx)
+    step.messages_sent = messages
+    capture = p.get("capture")
+    answering = capture is None
+    body = build_body(model=backend.model, messages=messages, profile=backend.params,
+                      client_params=ctx.params if answering else {}, fixed=p.get("body"),
+                      max_tokens_cap=p.get("max_tokens"), stream=answering and ctx.stream)
+    route = p.get("route") or backend.name
+    thinking_off = (body.get("chat_template_kwargs") or {}).get("enable_thinking") is False
+
+    if ctx.dry_run:
+        # A missing key fails the same way it would when serving, so the fallback shows.
+        backends.headers_for(backend)
+        step.status = "dry-run"
+        if capture:
+            ctx.variables[capture] = f"[dry-run: the reply of backend {backend.name!r} would be here]"
+            return NodeResult(edge="next")
+        ctx.route = route
+        return NodeResult(reply=Reply(route=route, backend=backend, step=step, dry_run=True))
+
+    if capture:
+        response = await backends.complete(ctx.session, backend, body)
+        message = response["choices"][0]["message"]
+        step.response_content = text_of(message.get("content"))
+        step.usage = response.get("usage")
+        ctx.variables[capture] = step.response_content
+        return NodeResult(edge="next")
+
+    ctx.route = route
+    if ctx.stream:
+        stream = await backends.open_stream(ctx.session, backend, body)
+        return NodeResult(reply=Reply(route=route, backend=backend, step=step, stream=stream,
+                                     thinking_off=thinking_off))
+    response = await backends.complete(ctx.session, backend, body)
+    return NodeResult(reply=Reply(route=route, backend=backend, step=step, response=response,
+                                 thinking_off=thinking_off))
+
+
+def check(name: str, spec: dict[str, Any], data: dict[str, Any], smap) -> list:
+    return []
+
+
+def templates(spec: dict[str, Any]) -> list:
+    out = []
+    if isinstance(spec.get("system"), str):
+        out.append((("system",), spec["system"]))
+    for i, message in enumerate(spec.get("messages") or []):
+        if isinstance(message, dict) and isinstance(message.get("template"), str):
+            out.append((("messages", i, "template"), message["template"]))
+    return out
+
+
+def template_variables(spec: dict[str, Any]) -> set[str]:
+    return set()
+
+
+def provides(spec: dict[str, Any]) -> set[str]:
+    return {spec["capture"]} if isinstance(spec.get("capture"), str) else set()

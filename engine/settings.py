@@ -1,0 +1,74 @@
+"""Process settings from the environment.
+
+Backends (URLs, models, keys) are not here: they live in `routes.yaml`, which pulls
+values from the environment with `${VAR:-default}`. This module holds what belongs to
+the server process itself. `ENV_VARS` lists every variable the engine reads, so the
+compose file and the docs can be checked against it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# name -> what it does. Those marked (routes.yaml) are read through `${...}` in routes.yaml.
+ENV_VARS: dict[str, str] = {
+    "ROUTER_URL": "(routes.yaml) base URL of the small classifier model, with /v1",
+    "ROUTER_MODEL": "(routes.yaml) model name served at ROUTER_URL",
+    "ROUTER_API_KEY": "(routes.yaml) bearer key for ROUTER_URL, if it needs one",
+    "PRIMARY_URL": "(routes.yaml) base URL of the big local model, with /v1",
+    "PRIMARY_MODEL": "(routes.yaml) model name served at PRIMARY_URL",
+    "PRIMARY_API_KEY": "(routes.yaml) bearer key for PRIMARY_URL, if it needs one",
+    "XAI_URL": "(routes.yaml) base URL of the cloud model (default https://api.x.ai/v1)",
+    "XAI_MODEL": "(routes.yaml) cloud model name (default grok-4-1-fast-reasoning)",
+    "XAI_API_KEY": "(routes.yaml) xAI API key; without it the cloud routes fall back to primary",
+    "VIRTUAL_MODEL": "(routes.yaml) the one model clients see (default ai-router)",
+    "ENGINE_API_KEYS": "comma-separated keys; when set, every endpoint but /health needs one",
+    "ENGINE_HOST": "address to listen on (default 127.0.0.1)",
+    "ENGINE_PORT": "port to listen on (default 8000)",
+    "ROUTES_FILE": "the route graph (default routes.yaml)",
+    "SESSION_LOG_DIR": "where session logs go (default logs/sessions)",
+    "SESSION_LOG_MAX_DAYS": "rotation: delete session logs older than this (default 7)",
+    "SESSION_LOG_MAX_FILES": "rotation: keep at most this many session logs (default 5000)",
+    "MAX_BODY_BYTES": "largest request body accepted (default 8388608, 8 MiB)",
+    "LOG_LEVEL": "debug, info, warning or error (default info)",
+}
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name}={raw!r} is not a whole number") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    routes_file: Path = Path("routes.yaml")
+    session_log_dir: Path = Path("logs/sessions")
+    session_log_max_days: int = 7
+    session_log_max_files: int = 5000
+    max_body_bytes: int = 8 * 1024 * 1024
+    api_keys: frozenset[str] = field(default_factory=frozenset)
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        keys = os.environ.get("ENGINE_API_KEYS", "")
+        return cls(
+            host=os.environ.get("ENGINE_HOST", "127.0.0.1"),
+            port=_int_env("ENGINE_PORT", 8000),
+            routes_file=Path(os.environ.get("ROUTES_FILE", "routes.yaml")),
+            session_log_dir=Path(os.environ.get("SESSION_LOG_DIR", "logs/sessions")),
+            session_log_max_days=_int_env("SESSION_LOG_MAX_DAYS", 7),
+            session_log_max_files=_int_env("SESSION_LOG_MAX_FILES", 5000),
+            max_body_bytes=_int_env("MAX_BODY_BYTES", 8 * 1024 * 1024),
+            api_keys=frozenset(k.strip() for k in keys.split(",") if k.strip()),
+            log_level=os.environ.get("LOG_LEVEL", "info").lower(),
+        )

@@ -1,0 +1,25 @@
+"""What the running app holds, under one typed app key (`request.app[STATE]`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+from engine.graph import Graph
+from engine.sessionlog import SessionLogWriter
+from engine.settings import Settings
+from engine.stats import Stats
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    graph: Graph  # replaced as a whole on reload; a request keeps the one it started with
+    stats: Stats = field(default_factory=Stats)
+    session: aiohttp.ClientSession | None = None
+    writer: SessionLogWriter | None = None
+
+
+STATE = web.AppKey("state", AppState)
