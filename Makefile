@@ -35,3 +35,73 @@ test: $(STAMP) ## Run the test suite
 .PHONY: lint-routes
 lint-routes: $(STAMP) ## Check routes.yaml and the prompt files
 	$(BIN)/engine lint routes.yaml
+
+# ---------------------------------------------------------------------------------------------------------
+# Operating the production stack (docker-compose.yml; see docs/deploy.md). These need Docker Compose and,
+# for the model servers, an NVIDIA GPU with the container toolkit.
+
+COMPOSE ?= docker compose
+# Ports as set in .env (read without loading .env, which holds secrets), else the defaults.
+env_value = $(shell sed -n 's/^$(1)=//p' .env 2>/dev/null | tail -n 1)
+# Where the engine answers on this machine (loopback port published by docker-compose.yml).
+ENGINE_URL ?= http://localhost:$(or $(call env_value,ENGINE_HOST_PORT),8000)
+# Traefik's published port, for the end-to-end check through the proxy.
+HTTP_PORT ?= $(or $(call env_value,HTTP_PORT),80)
+# A stdlib-only HTTP probe run inside a container (the images have python, not necessarily curl).
+PROBE := python3 -c 'import sys, urllib.request as u; r = u.urlopen(sys.argv[1], timeout=10); print(r.status, r.read().decode()[:1500] or "(empty body)")'
+
+.PHONY: up
+up: ## Build the engine image and start every service (traefik, ai-router, vllm-router, vllm-primary)
+	mkdir -p logs/sessions
+	$(COMPOSE) up -d --build
+	@echo "Started. The models take minutes to load on first run: watch 'make status', then 'make health'."
+
+.PHONY: down
+down: ## Stop and remove the containers (the Hugging Face cache volume is kept)
+	$(COMPOSE) down
+
+.PHONY: health
+health: ## Verbose health check of every service, through the proxy too; non-zero if any fails
+	@fail=0; \
+	echo "== traefik (ping)"; \
+	$(COMPOSE) exec -T traefik traefik healthcheck --ping || fail=1; \
+	echo "== traefik -> ai-router (http://localhost:$(HTTP_PORT)/health)"; \
+	$(PYTHON) -c 'import sys, urllib.request as u; r = u.urlopen(sys.argv[1], timeout=10); print(r.status, r.read().decode())' http://localhost:$(HTTP_PORT)/health || fail=1; \
+	echo "== ai-router (engine /health, with its view of each backend)"; \
+	$(COMPOSE) exec -T ai-router $(PROBE) http://localhost:8000/health || fail=1; \
+	echo "== vllm-router (/health, /v1/models)"; \
+	$(COMPOSE) exec -T vllm-router $(PROBE) http://localhost:8000/health || fail=1; \
+	$(COMPOSE) exec -T vllm-router $(PROBE) http://localhost:8000/v1/models || fail=1; \
+	echo "== vllm-primary (/health, /v1/models)"; \
+	$(COMPOSE) exec -T vllm-primary $(PROBE) http://localhost:8000/health || fail=1; \
+	$(COMPOSE) exec -T vllm-primary $(PROBE) http://localhost:8000/v1/models || fail=1; \
+	if [ $$fail -eq 0 ]; then echo "ALL HEALTHY"; else echo "SOME CHECKS FAILED"; fi; \
+	exit $$fail
+
+.PHONY: status
+status: ## One-line status of every service (health when it has a check, else state)
+	@$(COMPOSE) ps --all --format '{{.Service}}={{if .Health}}{{.Health}}{{else}}{{.State}}{{end}}' | sort | tr '\n' ' '; echo
+
+.PHONY: logs
+logs: ## Follow the logs of every service
+	$(COMPOSE) logs -f --tail=100
+
+.PHONY: logs-router
+logs-router: ## Follow the logs of vllm-router (Nemotron Mini 4B)
+	$(COMPOSE) logs -f --tail=100 vllm-router
+
+.PHONY: logs-primary
+logs-primary: ## Follow the logs of vllm-primary (Nemotron 3 Nano 30B)
+	$(COMPOSE) logs -f --tail=100 vllm-primary
+
+.PHONY: logs-ai
+logs-ai: ## Follow the logs of ai-router (the engine)
+	$(COMPOSE) logs -f --tail=100 ai-router
+
+.PHONY: test-live
+test-live: ## Check a running stack at ENGINE_URL: health, models, each route, streaming (PASS/FAIL per check)
+	ENGINE_URL=$(ENGINE_URL) $(PYTHON) scripts/test_live.py
+
+.PHONY: benchmark
+benchmark: $(STAMP) ## Run the benchmark (bench/run.py); LIVE=1 measures the running stack
+	$(BIN)/python bench/run.py $(if $(LIVE),--live,)
