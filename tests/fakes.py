@@ -1,0 +1,114 @@
+"""A fake OpenAI-compatible backend: a real aiohttp server on loopback.
+
+Used where a real model server cannot run in a unit test. It speaks the same wire
+protocol as vLLM / llama.cpp / xAI (JSON, or SSE chunks ending in `data: [DONE]`),
+records every request it receives, and can be told how to answer each one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from aiohttp import web
+
+
+@dataclass
+class Answer:
+    """How the fake answers one request."""
+
+    content: str = "hello from the fake"
+    reasoning: str | None = None
+    reasoning_field: str = "reasoning_content"   # vLLM >= 0.16 uses "reasoning"
+    status: int = 200
+    error_body: Any = None
+    chunks: int | None = None        # stream the content in this many pieces (default: by word)
+    cut_after: int | None = None     # stream: drop the connection after this many chunks
+    omit_done: bool = False
+    malformed_after: int | None = None
+    delay: float = 0.0               # before the headers
+    gap: float = 0.0                 # between chunks
+    usage: dict[str, int] = field(default_factory=lambda: {"prompt_tokens": 7, "completion_tokens": 5,
+                                                             "total_tokens": 12})
+
+
+class FakeBackend:
+    def __init__(self, name: str):
+        self.name = name
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.answer: Callable[[dict[str, Any]], Answer] = lambda body: Answer(content=f"{name} answer")
+        self.app = web.Application()
+        self.app.router.add_post("/v1/chat/completions", self.chat)
+        self.app.router.add_get("/v1/models", self.models)
+        self.url = ""
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": f"{self.name}-model"}]})
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(body)
+        self.headers.append(dict(request.headers))
+        answer = self.answer(body)
+        if answer.delay:
+            await asyncio.sleep(answer.delay)
+        if answer.status != 200:
+            return web.json_response(answer.error_body or {"error": {"message": f"{self.name} failed"}},
+                                     status=answer.status)
+        if body.get("stream"):
+            return await self.stream(request, body, answer)
+        message: dict[str, Any] = {"role": "assistant", "content": answer.content}
+        if answer.reasoning:
+            message[answer.reasoning_field] = answer.reasoning
+        return web.json_response({
+            "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model"),
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": answer.usage,
+        })
+
+    async def stream(self, request: web.Request, body: dict[str, Any], answer: Answer) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        pieces = split(answer.content, answer.chunks)
+        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": body.get("model")}
+        events: list[dict[str, Any]] = []
+        if answer.reasoning:
+            events.append({**base, "choices": [{"index": 0, "delta": {answer.reasoning_field: answer.reasoning},
+                                                "finish_reason": None}]})
+        for piece in pieces:
+            events.append({**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+        events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        if (body.get("stream_options") or {}).get("include_usage"):
+            events.append({**base, "choices": [], "usage": answer.usage})
+        for i, event in enumerate(events):
+            if answer.cut_after is not None and i >= answer.cut_after:
+                request.transport.close()  # the server dies mid-answer
+                return response
+            if answer.malformed_after is not None and i >= answer.malformed_after:
+                await response.write(b"data: {not json\n\n")
+                return response
+            await response.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+            if answer.gap:
+                await asyncio.sleep(answer.gap)
+        if not answer.omit_done:
+            await response.write(b"data: [DONE]\n\n")
+        return response
+
+
+def split(text: str, pieces: int | None) -> list[str]:
+    if pieces is None:
+        words = text.split(" ")
+        return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)]
+    size = max(1, -(-len(text) // pieces))
+    return [text[i:i + size] for i in range(0, len(text), size)]
+
+
+def is_classifier_call(body: dict[str, Any]) -> bool:
+    system = body["messages"][0]
+    return system.get("role") == "system" and "request classifier" in system.get("content", "")
