@@ -119,9 +119,9 @@ class UpstreamStream:
             except asyncio.TimeoutError:
                 raise BackendError("timeout", f"backend {self.backend.name!r} stalled mid-stream "
                                    f"(no chunk for {limit:g} s)", backend=self.backend.name) from None
-            except (aiohttp.ClientError, OSError) as exc:
-                raise BackendError("stream_cut", f"backend {self.backend.name!r} stream broke: "
-                                   f"{exc or type(exc).__name__}", backend=self.backend.name) from None
+            except (aiohttp.ClientError, OSError):
+                raise BackendError("stream_cut", f"backend {self.backend.name!r} ended the stream before "
+                                   "finishing the answer (connection lost)", backend=self.backend.name) from None
             if not line:
                 if not self.finished:
                     raise BackendError("stream_cut", f"backend {self.backend.name!r} ended the stream "

@@ -178,6 +178,28 @@ class SimilarityClassifier:
             top_examples=top_examples,
         )
 
+    def classify_messages(
+        self,
+        messages: Sequence[dict[str, Any]],
+        terse_words: int = 4,
+        chit_chat_label: str | None = "SIMPLE",
+        chit_chat_margin: float = 0.1,
+    ) -> SimilarityResult:
+        """Classify a chat request on its current user message.
+
+        A terse follow-up ("and in Rust?", "make it shorter") is classified together with the previous
+        user message, so it keeps the conversation's topic. The exception is a terse message that is by
+        itself clearly chit-chat ("thanks!", "ok"): when it alone scores ``chit_chat_label`` with a margin
+        of at least ``chit_chat_margin``, that result stands.
+        """
+        current, previous = conversation_turns(messages)
+        alone = self.classify(current)
+        if previous is None or not is_terse(current, terse_words):
+            return alone
+        if chit_chat_label is not None and alone.label == chit_chat_label and alone.margin >= chit_chat_margin:
+            return alone
+        return self.classify(f"{previous}\n{current}")
+
 
 # --------------------------------------------------------------------------------------------------
 # which text to classify
@@ -194,25 +216,32 @@ def _content_text(content: Any) -> str:
     return ""
 
 
-def text_for_classification(messages: Sequence[dict[str, Any]], terse_words: int = 4) -> str:
-    """The text a request should be classified on.
+def _unwrap(text: str) -> str:
+    found = _USER_QUERY.search(text)
+    return (found.group(1) if found else text).strip()
 
-    The current (last) user message; a RAG-wrapped message that carries ``<user_query>…</user_query>``
-    is reduced to that query. When the current message is terse (at most ``terse_words`` words, e.g.
-    "and in Rust?") and an earlier user message exists, the earlier one is prepended as context, so the
-    follow-up inherits its topic instead of looking like chit-chat.
-    """
+
+def conversation_turns(messages: Sequence[dict[str, Any]]) -> tuple[str, str | None]:
+    """(current user message, previous user message or None). A RAG-wrapped message that carries
+    ``<user_query>...</user_query>`` is reduced to that query."""
     users = [_content_text(m.get("content")) for m in messages if m.get("role") == "user"]
     if not users:
-        return ""
+        return "", None
+    return _unwrap(users[-1]), (_unwrap(users[-2]) if len(users) >= 2 else None)
 
-    def unwrap(text: str) -> str:
-        found = _USER_QUERY.search(text)
-        return found.group(1) if found else text
 
-    current = unwrap(users[-1]).strip()
-    if len(users) >= 2 and len(current.split()) <= terse_words:
-        return f"{unwrap(users[-2]).strip()}\n{current}"
+def is_terse(text: str, terse_words: int = 4) -> bool:
+    return len(text.split()) <= terse_words
+
+
+def text_for_classification(messages: Sequence[dict[str, Any]], terse_words: int = 4) -> str:
+    """The text a request should be classified on: the current user message; when it is terse (at most
+    ``terse_words`` words, e.g. "and in Rust?") and an earlier user message exists, the earlier one is
+    prepended as context, so the follow-up inherits its topic instead of looking like chit-chat.
+    :meth:`SimilarityClassifier.classify_messages` refines this for terse chit-chat ("thanks!")."""
+    current, previous = conversation_turns(messages)
+    if previous is not None and is_terse(current, terse_words):
+        return f"{previous}\n{current}"
     return current
 
 

@@ -46,7 +46,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return response
 
     if reply.stream is not None:
-        response, outcome, error, usage = await relay_stream(request, reply, ctx, graph.virtual_model)
+        try:
+            response, outcome, error, usage = await relay_stream(request, reply, ctx, graph.virtual_model)
+        except asyncio.CancelledError:
+            # aiohttp cancels the handler when the client hangs up; the log must still say so.
+            finish(state, ctx, status=200, outcome="client_disconnected",
+                   error="client closed the connection mid-stream", usage=reply.step.usage)
+            raise
         finish(state, ctx, status=200, outcome=outcome, error=error, usage=usage)
         return response
     response, usage = json_reply(reply, ctx, graph.virtual_model)

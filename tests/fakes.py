@@ -88,6 +88,7 @@ class FakeBackend:
             events.append({**base, "choices": [], "usage": answer.usage})
         for i, event in enumerate(events):
             if answer.cut_after is not None and i >= answer.cut_after:
+                await asyncio.sleep(0.1)  # let the client read what was sent, as in a real crash
                 request.transport.close()  # the server dies mid-answer
                 return response
             if answer.malformed_after is not None and i >= answer.malformed_after:
