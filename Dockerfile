@@ -18,8 +18,8 @@ RUN groupadd --gid "${GID}" engine \
 
 WORKDIR /app
 
-# Dependencies first, in their own layer, so code edits do not reinstall them.
-COPY pyproject.toml README.md ./
+# The package and its metadata (README.md* so a checkout without the README still builds).
+COPY pyproject.toml README.md* ./
 COPY engine/ engine/
 # Editable install: the package stays at /app/engine, next to schemas/, prompts/ and routes.yaml, so
 # paths the engine resolves relative to its source tree or to the working directory both work.
