@@ -83,7 +83,8 @@ async def session_logs(client) -> list[dict]:
     state = client.app[STATE]
     await state.writer.flush()
     directory = state.settings.session_log_dir
-    return [json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))] if directory.exists() else []
+    records = [json.loads(p.read_text()) for p in directory.glob("*.json")] if directory.exists() else []
+    return sorted(records, key=lambda r: r["timestamp"])
 
 
 def fixture_request(name: str) -> dict:
