@@ -85,17 +85,20 @@ def schema_problems(data: Any, smap: SourceMap) -> list[Problem]:
     errors = sorted(schema_validator().iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
     for error in errors:
         path = tuple(error.absolute_path)
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            # One problem per unknown key, pointing at the key itself.
+            allowed = list((error.schema.get("properties") or {}).keys())
+            for key in error.instance:
+                if key not in allowed:
+                    problems.append(smap.problem(path + (key,), f"unknown key{did_you_mean(key, allowed)}",
+                                                 key=True))
+            continue
         problems.append(smap.problem(path, schema_message(error, data), key=bool(path)))
     return problems
 
 
 def schema_message(error: jsonschema.ValidationError, data: Any) -> str:
     """Turn a jsonschema error into a sentence, with "did you mean" for near-miss names."""
-    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = list((error.schema.get("properties") or {}).keys())
-        extra = [k for k in error.instance if k not in allowed]
-        parts = [f"unknown key {k!r}{did_you_mean(k, allowed)}" for k in extra]
-        return "; ".join(parts) or error.message
     if error.validator == "enum" and isinstance(error.instance, str):
         hint = did_you_mean(error.instance, [str(v) for v in error.validator_value])
         options = ", ".join(map(str, error.validator_value))
