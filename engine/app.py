@@ -7,6 +7,8 @@ resources with a lifetime, opened and closed in `cleanup_ctx`.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import aiohttp
 import structlog
 from aiohttp import web
@@ -22,6 +24,7 @@ from engine.state import STATE, AppState
 log = structlog.get_logger("engine")
 
 OPEN_PATHS = frozenset({"/health"})
+OPENAPI_FILE = Path(__file__).resolve().parent.parent / "schemas" / "openapi.json"
 
 
 @web.middleware
@@ -66,7 +69,13 @@ def create_app(settings: Settings, graph: Graph) -> web.Application:
     app.router.add_get("/v1/models", views.models)
     app.router.add_get("/health", views.health)
     app.router.add_get("/stats", views.stats)
+    app.router.add_get("/openapi.json", openapi)
     return app
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """The API's OpenAPI description, kept in the repo as schemas/openapi.json."""
+    return web.Response(body=OPENAPI_FILE.read_bytes(), content_type="application/json")
 
 
 async def _resources(app: web.Application):
