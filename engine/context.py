@@ -11,7 +11,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import aiohttp
 
@@ -104,6 +104,8 @@ class RequestContext:
     # dry-run: never call an answering backend; `forced_label` replaces the classifier.
     dry_run: bool = False
     forced_label: str | None = None
+    # replay: (node, url, model, messages_sent) -> the logged raw answer to reuse, or None to ask.
+    classifier_cache: Callable[[str, str, str, list[dict[str, Any]]], str | None] | None = None
     session: aiohttp.ClientSession | None = None
 
     def begin(self, node: str, node_type: str) -> Step:

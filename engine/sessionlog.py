@@ -8,7 +8,8 @@ logs held (`user_query` cut at 500 characters, `route`, `classification_raw`,
 `SessionLogWriter.submit()` only puts the record on a queue; a background task writes it
 with temp file + rename (a reader never sees half a file) in a worker thread, so a slow
 disk never delays a response. Rotation (max age, max count) runs every few hundred writes.
-API keys never reach a record: the request headers are not logged, only the user agent.
+API keys never reach a record: of the request headers only the user agent and the client's
+task headers (`routing_headers`) are logged.
 """
 
 from __future__ import annotations
@@ -53,8 +54,19 @@ def build_record(ctx: RequestContext, *, status: int, outcome: str, error: str |
         "error": error,
         "usage": usage,
         "client": {"user_agent": ctx.headers.get("User-Agent")},
-        "request": {"messages": ctx.body.get("messages"), "params": ctx.params},
+        "request": {"messages": ctx.body.get("messages"), "params": ctx.params,
+                    "headers": routing_headers(ctx.headers)},
     }
+
+
+def routing_headers(headers) -> dict[str, str]:
+    """The client's task headers (`X-OpenWebUI-Task`, ...), which detect-meta may route on.
+
+    Replay needs them to reach the same decision. Only `X-OpenWebUI-*` headers are kept,
+    and not the user-info ones (name, email, id, role): no credentials, no personal data.
+    """
+    return {name: value for name, value in headers.items()
+            if name.lower().startswith("x-openwebui-") and "user" not in name.lower()}
 
 
 def file_name(record: dict[str, Any]) -> str:

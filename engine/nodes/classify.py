@@ -9,7 +9,8 @@ backend error give the declared `default`, recorded as such: a classifier failur
 fails the request.
 
 Reads: query, history. Writes: `ctx.classification` {label, raw, ms, source, reason}
-and a step with the classifier call. Edges: one per label.
+and a step with the classifier call. Edges: one per label. Under `engine replay`,
+`ctx.classifier_cache` may hand back the logged answer instead (source `replayed`).
 """
 
 from __future__ import annotations
@@ -80,6 +81,13 @@ async def run(node, ctx: RequestContext) -> NodeResult:
         label = parse_label(raw, p["labels"], prepared["pattern"])
         if label is None:
             source, reason = "default", f"--label {raw!r} is not one of {', '.join(p['labels'])}"
+    elif ctx.classifier_cache is not None and (cached := ctx.classifier_cache(
+            node.name, backend.url, backend.model, step.messages_sent)) is not None:
+        # Replay: the classifier would see exactly what it saw then, so its logged answer stands.
+        raw = cached
+        label = parse_label(raw, p["labels"], prepared["pattern"])
+        source, reason = ("replayed", None) if label else ("default", "replayed answer names no declared label")
+        step.detail["replayed"] = True
     else:
         body: dict[str, Any] = {"model": backend.model, "messages": step.messages_sent,
                                 "max_tokens": p.get("max_tokens", 8), "temperature": p.get("temperature", 0),
