@@ -15,10 +15,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
+from email.utils import parsedate_to_datetime
 from typing import Any, AsyncIterator
 
 import aiohttp
 
+from engine.breaker import Breaker
 from engine.errors import BackendError
 from engine.graph import Backend
 
@@ -55,7 +58,21 @@ def _upstream_message(payload: bytes) -> str:
     return text.strip()[:300]
 
 
-def _status_error(backend: Backend, status: int, payload: bytes) -> BackendError:
+def retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After is either seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _status_error(backend: Backend, status: int, payload: bytes, headers=None) -> BackendError:
     message = _upstream_message(payload)
     if status == 429:
         kind = "http_429"
@@ -65,8 +82,9 @@ def _status_error(backend: Backend, status: int, payload: bytes) -> BackendError
         kind = "context_length"
     else:
         kind = "http_4xx"
+    retry_after = retry_after_seconds(headers.get("Retry-After")) if headers is not None else None
     return BackendError(kind, f"backend {backend.name!r} answered {status}: {message}",
-                        backend=backend.name, status=status)
+                        backend=backend.name, status=status, retry_after=retry_after)
 
 
 def _client_error(backend: Backend, exc: BaseException, phase: str) -> BackendError:
@@ -77,10 +95,31 @@ def _client_error(backend: Backend, exc: BaseException, phase: str) -> BackendEr
                         backend=backend.name)
 
 
+def admit(backend: Backend, breaker: Breaker | None) -> None:
+    """Fail fast while the backend's circuit is open."""
+    if breaker is not None and not breaker.allow():
+        raise BackendError("circuit_open", f"backend {backend.name!r} is failing; not calling it for another "
+                           f"{breaker.retry_in():.0f} s (circuit open)", backend=backend.name)
+
+
 async def complete(session: aiohttp.ClientSession, backend: Backend, body: dict[str, Any],
-                   *, timeout: float | None = None) -> dict[str, Any]:
+                   *, timeout: float | None = None, breaker: Breaker | None = None) -> dict[str, Any]:
     """One non-streamed chat completion; returns the response JSON."""
     headers = headers_for(backend)
+    admit(backend, breaker)
+    try:
+        data = await _complete(session, backend, body, headers, timeout)
+    except BackendError as err:
+        if breaker is not None:
+            breaker.failure(err.kind)
+        raise
+    if breaker is not None:
+        breaker.success()
+    return data
+
+
+async def _complete(session, backend: Backend, body: dict[str, Any], headers: dict[str, str],
+                    timeout: float | None) -> dict[str, Any]:
     limit = timeout or backend.timeouts["total"]
     try:
         async with asyncio.timeout(limit):
@@ -88,7 +127,7 @@ async def complete(session: aiohttp.ClientSession, backend: Backend, body: dict[
                                     timeout=aiohttp.ClientTimeout(connect=backend.timeouts["connect"])) as resp:
                 payload = await resp.read()
                 if resp.status >= 400:
-                    raise _status_error(backend, resp.status, payload)
+                    raise _status_error(backend, resp.status, payload, resp.headers)
     except BackendError:
         raise
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
@@ -105,9 +144,10 @@ async def complete(session: aiohttp.ClientSession, backend: Backend, body: dict[
 class UpstreamStream:
     """An open SSE stream from a backend; iterate for parsed chunk dicts."""
 
-    def __init__(self, backend: Backend, response: aiohttp.ClientResponse):
+    def __init__(self, backend: Backend, response: aiohttp.ClientResponse, breaker: Breaker | None = None):
         self.backend = backend
         self.response = response
+        self.breaker = breaker
         self.finished = False       # saw [DONE] or a finish_reason
         self._pending: list[dict[str, Any]] = []
 
@@ -163,7 +203,12 @@ class UpstreamStream:
             yield self._pending.pop(0)
         idle = self.backend.timeouts["idle"]
         while True:
-            chunk = await self._next_event(idle)
+            try:
+                chunk = await self._next_event(idle)
+            except BackendError as err:
+                if self.breaker is not None:
+                    self.breaker.failure(err.kind)
+                raise
             if chunk is None:
                 return
             yield chunk
@@ -174,10 +219,24 @@ class UpstreamStream:
             self.response.close()
 
 
-async def open_stream(session: aiohttp.ClientSession, backend: Backend,
-                      body: dict[str, Any]) -> UpstreamStream:
+async def open_stream(session: aiohttp.ClientSession, backend: Backend, body: dict[str, Any],
+                      breaker: Breaker | None = None) -> UpstreamStream:
     headers = headers_for(backend)
     headers["Accept"] = "text/event-stream"
+    admit(backend, breaker)
+    try:
+        stream = await _open_stream(session, backend, body, headers, breaker)
+    except BackendError as err:
+        if breaker is not None:
+            breaker.failure(err.kind)
+        raise
+    if breaker is not None:
+        breaker.success()
+    return stream
+
+
+async def _open_stream(session, backend: Backend, body: dict[str, Any], headers: dict[str, str],
+                       breaker: Breaker | None) -> UpstreamStream:
     first_token = backend.timeouts["first_token"]
     try:
         response = await asyncio.wait_for(
@@ -191,9 +250,10 @@ async def open_stream(session: aiohttp.ClientSession, backend: Backend,
             payload = await asyncio.wait_for(response.read(), backend.timeouts["idle"])
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
             payload = b""
+        headers_in = response.headers
         response.close()
-        raise _status_error(backend, response.status, payload)
-    stream = UpstreamStream(backend, response)
+        raise _status_error(backend, response.status, payload, headers_in)
+    stream = UpstreamStream(backend, response, breaker)
     try:
         await stream.prefetch(first_token)
     except BaseException:

@@ -101,6 +101,8 @@ class RequestContext:
     route: str | None = None
     classification: dict[str, Any] | None = None
     fallbacks: list[dict[str, Any]] = field(default_factory=list)
+    retries: list[dict[str, Any]] = field(default_factory=list)
+    breakers: Any = None  # engine.breaker.Breakers of the running app; None in dry-run and tools
     # dry-run: never call an answering backend; `forced_label` replaces the classifier.
     dry_run: bool = False
     forced_label: str | None = None
@@ -137,6 +139,12 @@ class RequestContext:
         values.update(self.variables)
         values.update(extra)
         return values
+
+    def breaker(self, backend):
+        return self.breakers.for_backend(backend) if self.breakers is not None else None
+
+    def prompt_chars(self) -> int:
+        return sum(len(text_of(m.get("content"))) for m in self.messages)
 
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 2)

@@ -70,6 +70,7 @@ BACKEND_ERROR_KINDS = (
     "bad_response",     # a body or stream that is not what OpenAI's protocol says
     "no_api_key",       # the backend's key env var is not set: not even tried
     "stream_cut",       # the stream ended without a finish (no [DONE], no finish_reason)
+    "circuit_open",     # the backend's circuit breaker is open: not even tried
 )
 
 
@@ -78,15 +79,19 @@ class BackendError(EngineError):
 
     error_type = "upstream_error"
 
-    def __init__(self, kind: str, message: str, *, backend: str, status: int | None = None):
+    def __init__(self, kind: str, message: str, *, backend: str, status: int | None = None,
+                 retry_after: float | None = None):
         super().__init__(message)
         self.kind = kind
+        self.retry_after = retry_after  # seconds, from the backend's Retry-After header
         self.backend = backend
         self.upstream_status = status
         self.code = kind
         # What the client sees when this happens before the first byte.
         if kind == "timeout":
             self.status = 504
+        elif kind == "circuit_open":
+            self.status = 503
         elif kind == "context_length":
             self.status, self.error_type, self.code = 400, "invalid_request_error", "context_length_exceeded"
         elif kind == "http_429":

@@ -18,6 +18,7 @@ from engine.templates import TemplateSet
 from engine.yamlsource import Problem, SourceMap, load_yaml
 
 DEFAULT_TIMEOUTS = {"connect": 5.0, "first_token": 120.0, "idle": 120.0, "total": 600.0}
+DEFAULT_BREAKER = {"failures": 5, "cooldown": 30.0}
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Backend:
     key_required: bool = False
     timeouts: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
     params: Mapping[str, Any] = field(default_factory=dict)
+    breaker: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_BREAKER))
 
     @property
     def chat_url(self) -> str:
@@ -140,4 +142,5 @@ def _backend(name: str, spec: dict[str, Any]) -> Backend:
         key_required=bool(spec.get("key_required", False)),
         timeouts=timeouts,
         params=dict(spec.get("params") or {}),
+        breaker={**DEFAULT_BREAKER, **(spec.get("breaker") or {})},
     )

@@ -32,7 +32,7 @@ async def run_graph(graph: Graph, ctx: RequestContext):
             result: NodeResult = await NODES[node.type].run(node, ctx)
         except BackendError as err:
             step.fail(err)
-            target = fallback_for(node, err)
+            target = fallback_for(node, err, ctx)
             if target is None:
                 raise
             step.status, step.edge = "fallback", "fallback"
@@ -52,9 +52,13 @@ async def run_graph(graph: Graph, ctx: RequestContext):
     raise EngineError("route graph walk exceeded its step limit")
 
 
-def fallback_for(node, err: BackendError) -> str | None:
+def fallback_for(node, err: BackendError, ctx: RequestContext) -> str | None:
     fallback = node.params.get("fallback")
     if not fallback:
         return None
     kinds = fallback.get("when")
-    return fallback["to"] if not kinds or err.kind in kinds else None
+    if kinds and err.kind not in kinds:
+        return None
+    if "max_prompt_chars" in fallback and ctx.prompt_chars() > fallback["max_prompt_chars"]:
+        return None  # too long for the fallback's (smaller) model
+    return fallback["to"]

@@ -48,6 +48,7 @@ def build_record(ctx: RequestContext, *, status: int, outcome: str, error: str |
         "classification_ms": classification.get("ms"),
         "steps": [step.as_dict() for step in ctx.trace],
         "fallbacks": ctx.fallbacks,
+        "retries": ctx.retries,
         "total_ms": ctx.elapsed_ms(),
         "status": status,
         "outcome": outcome,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
+from engine.breaker import Breakers
 from engine.graph import Graph
 from engine.sessionlog import SessionLogWriter
 from engine.settings import Settings
@@ -20,6 +21,7 @@ class AppState:
     stats: Stats = field(default_factory=Stats)
     session: aiohttp.ClientSession | None = None
     writer: SessionLogWriter | None = None
+    breakers: Breakers = field(default_factory=Breakers)  # by backend name; survive reloads
 
 
 STATE = web.AppKey("state", AppState)

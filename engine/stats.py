@@ -33,6 +33,7 @@ class Stats:
         self.by_status: Counter[int] = Counter()
         self.errors_by_kind: Counter[str] = Counter()
         self.fallbacks: Counter[str] = Counter()
+        self.retries: Counter[str] = Counter()
         self.classification_sources: Counter[str] = Counter()
         self.classification_ms: deque[float] = deque(maxlen=WINDOW)
         self.total_ms: deque[float] = deque(maxlen=WINDOW)
@@ -50,6 +51,8 @@ class Stats:
                 self.errors_by_kind[step["error_kind"]] += 1
         for fallback in record.get("fallbacks") or ():
             self.fallbacks[f"{fallback['from']}->{fallback['to']}"] += 1
+        for retry in record.get("retries") or ():
+            self.retries[f"{retry['node']}:{retry['kind']}"] += 1
         if record.get("classification_source"):
             self.classification_sources[record["classification_source"]] += 1
         if record.get("classification_ms") is not None:
@@ -66,6 +69,7 @@ class Stats:
             "statuses": {str(k): v for k, v in self.by_status.items()},
             "errors_by_kind": dict(self.errors_by_kind),
             "fallbacks": dict(self.fallbacks),
+            "retries": dict(self.retries),
             "classification": {"sources": dict(self.classification_sources),
                                "latency_ms": percentiles(self.classification_ms)},
             "latency_ms": percentiles(self.total_ms),

@@ -28,7 +28,8 @@ log = structlog.get_logger("engine")
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     graph = state.graph  # one graph for the whole request, even if a reload swaps it meanwhile
-    ctx = RequestContext(messages=[], params={}, headers=request.headers, session=state.session)
+    ctx = RequestContext(messages=[], params={}, headers=request.headers, session=state.session,
+                         breakers=state.breakers)
     try:
         try:
             raw = await request.read()
@@ -86,6 +87,9 @@ async def health(request: web.Request) -> web.Response:
     names = list(state.graph.backends)
     results = await asyncio.gather(*(probe(state.session, state.graph.backends[n]) for n in names))
     backends_status = dict(zip(names, results))
+    for name, result in backends_status.items():
+        if name in state.breakers:
+            result["breaker"] = state.breakers[name].snapshot()
     healthy = all(r["reachable"] for r in results)
     return web.json_response({"status": "ok" if healthy else "degraded", "engine": "ok",
                               "virtual_model": state.graph.virtual_model, "backends": backends_status})
@@ -114,6 +118,7 @@ async def probe(session, backend, timeout: float = 3.0) -> dict:
 async def stats(request: web.Request) -> web.Response:
     state = request.app[STATE]
     snapshot = state.stats.snapshot()
+    snapshot["breakers"] = {name: breaker.snapshot() for name, breaker in state.breakers.items()}
     if state.writer is not None:
         snapshot["session_logs"] = {"written": state.writer.written, "failed": state.writer.failed,
                                     "queued": state.writer.queue.qsize()}

@@ -12,19 +12,25 @@ declares what it may see: the cloud enrichment hop gets the question, not the ch
 Client parameters pass through the backend's parameter profile (engine.params); `body`
 adds fixed fields (e.g. `chat_template_kwargs` to turn a model's thinking off).
 
-A failure before the client has seen a byte raises BackendError; the runner then
-follows the node's declared `fallback`, if it covers that error kind.
+A failure before the client has seen a byte is first retried if the node declares
+`retry` (exponential backoff with jitter, honouring the backend's Retry-After), then raises
+BackendError; the runner follows the node's declared `fallback` if it covers that kind.
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
 from dataclasses import dataclass
 from typing import Any
 
 from engine import backends
 from engine.context import NodeResult, RequestContext, Step, text_of
+from engine.errors import BackendError
 from engine.graph import Backend
 from engine.params import build_body
+
+DEFAULT_RETRY_KINDS = ("connect", "timeout", "http_429", "http_5xx")
 
 
 @dataclass
@@ -93,8 +99,10 @@ async def run(node, ctx: RequestContext) -> NodeResult:
         ctx.route = route
         return NodeResult(reply=Reply(route=route, backend=backend, step=step, dry_run=True))
 
+    breaker = ctx.breaker(backend)
     if capture:
-        response = await backends.complete(ctx.session, backend, body)
+        response = await with_retries(node, ctx, lambda: backends.complete(ctx.session, backend, body,
+                                                                           breaker=breaker))
         message = response["choices"][0]["message"]
         step.response_content = text_of(message.get("content"))
         step.usage = response.get("usage")
@@ -103,12 +111,43 @@ async def run(node, ctx: RequestContext) -> NodeResult:
 
     ctx.route = route
     if ctx.stream:
-        stream = await backends.open_stream(ctx.session, backend, body)
+        stream = await with_retries(node, ctx, lambda: backends.open_stream(ctx.session, backend, body, breaker))
         return NodeResult(reply=Reply(route=route, backend=backend, step=step, stream=stream,
                                      thinking_off=thinking_off))
-    response = await backends.complete(ctx.session, backend, body)
+    response = await with_retries(node, ctx, lambda: backends.complete(ctx.session, backend, body, breaker=breaker))
     return NodeResult(reply=Reply(route=route, backend=backend, step=step, response=response,
                                  thinking_off=thinking_off))
+
+
+async def with_retries(node, ctx: RequestContext, call):
+    """Run `call()`; on a retryable failure wait (backoff with jitter, or Retry-After) and try again."""
+    retry = node.params.get("retry")
+    attempts = retry["attempts"] if retry else 0
+    kinds = set(retry.get("when", DEFAULT_RETRY_KINDS)) if retry else set()
+    for attempt in range(attempts + 1):
+        try:
+            return await call()
+        except BackendError as err:
+            if attempt >= attempts or err.kind not in kinds:
+                raise
+            wait = backoff(retry, attempt, err.retry_after)
+            if wait is None:
+                raise  # Retry-After longer than we are willing to wait: let the fallback answer
+            record = {"node": node.name, "attempt": attempt + 1, "kind": err.kind, "wait_s": round(wait, 3)}
+            ctx.retries.append(record)
+            ctx.trace[-1].detail.setdefault("retries", []).append(record)
+            await asyncio.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def backoff(retry: dict[str, Any], attempt: int, retry_after: float | None) -> float | None:
+    """Seconds to wait before retry number `attempt + 1`, or None if not worth waiting."""
+    max_wait = retry.get("max_wait", 10.0)
+    if retry_after is not None:
+        return retry_after if retry_after <= max_wait else None
+    # "Full jitter": a random wait up to the exponential bound, so clients do not retry in step.
+    bound = min(max_wait, retry.get("initial", 0.5) * 2 ** attempt)
+    return random.uniform(bound / 2, bound)
 
 
 def check(name: str, spec: dict[str, Any], data: dict[str, Any], smap) -> list:

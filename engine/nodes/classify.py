@@ -98,7 +98,8 @@ async def run(node, ctx: RequestContext) -> NodeResult:
                     "type": "object", "additionalProperties": False, "required": ["label"],
                     "properties": {"label": {"type": "string", "enum": p["labels"]}}}}}
         try:
-            response = await backends.complete(ctx.session, backend, body, timeout=p.get("timeout", 10))
+            response = await backends.complete(ctx.session, backend, body, timeout=p.get("timeout", 10),
+                                               breaker=ctx.breaker(backend))
             message = response["choices"][0]["message"]
             raw = message.get("content") or ""
             step.usage = response.get("usage")
