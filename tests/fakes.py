@@ -31,6 +31,11 @@ class Answer:
     malformed_after: int | None = None
     delay: float = 0.0               # before the headers
     gap: float = 0.0                 # between chunks
+    reset: bool = False              # drop the connection before sending headers
+    first_chunk_delay: float = 0.0   # stream: headers at once, first chunk after this long
+    stall_after: int | None = None   # stream: stop sending (but keep the connection) after N chunks
+    retry_after: str | None = None   # Retry-After header on an error status
+    no_finish: bool = False          # stream: never send a finish_reason
     usage: dict[str, int] = field(default_factory=lambda: {"prompt_tokens": 7, "completion_tokens": 5,
                                                              "total_tokens": 12})
 
@@ -40,6 +45,7 @@ class FakeBackend:
         self.name = name
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.aborted = 0  # streams the engine closed before the end
         self.answer: Callable[[dict[str, Any]], Answer] = lambda body: Answer(content=f"{name} answer")
         self.app = web.Application()
         self.app.router.add_post("/v1/chat/completions", self.chat)
@@ -54,11 +60,15 @@ class FakeBackend:
         self.requests.append(body)
         self.headers.append(dict(request.headers))
         answer = self.answer(body)
+        if answer.reset:
+            request.transport.close()
+            return web.Response()
         if answer.delay:
             await asyncio.sleep(answer.delay)
         if answer.status != 200:
+            headers = {"Retry-After": answer.retry_after} if answer.retry_after else None
             return web.json_response(answer.error_body or {"error": {"message": f"{self.name} failed"}},
-                                     status=answer.status)
+                                     status=answer.status, headers=headers)
         if body.get("stream"):
             return await self.stream(request, body, answer)
         message: dict[str, Any] = {"role": "assistant", "content": answer.content}
@@ -83,23 +93,35 @@ class FakeBackend:
                                                 "finish_reason": None}]})
         for piece in pieces:
             events.append({**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
-        events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        if not answer.no_finish:
+            events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
         if (body.get("stream_options") or {}).get("include_usage"):
             events.append({**base, "choices": [], "usage": answer.usage})
+        if answer.first_chunk_delay:
+            await asyncio.sleep(answer.first_chunk_delay)
+        try:
+            await self.send_events(request, response, events, answer)
+        except (ConnectionResetError, asyncio.CancelledError):
+            self.aborted += 1  # the engine hung up on us: generation would stop here
+            raise
+        return response
+
+    async def send_events(self, request, response, events, answer: Answer) -> None:
         for i, event in enumerate(events):
+            if answer.stall_after is not None and i >= answer.stall_after:
+                await asyncio.sleep(3600)
             if answer.cut_after is not None and i >= answer.cut_after:
                 await asyncio.sleep(0.1)  # let the client read what was sent, as in a real crash
                 request.transport.close()  # the server dies mid-answer
-                return response
+                return
             if answer.malformed_after is not None and i >= answer.malformed_after:
                 await response.write(b"data: {not json\n\n")
-                return response
+                return
             await response.write(b"data: " + json.dumps(event).encode() + b"\n\n")
             if answer.gap:
                 await asyncio.sleep(answer.gap)
         if not answer.omit_done:
             await response.write(b"data: [DONE]\n\n")
-        return response
 
 
 def split(text: str, pieces: int | None) -> list[str]:
