@@ -86,5 +86,7 @@ async def _resources(app: web.Application):
                                     state.settings.session_log_max_files)
     await state.writer.start()
     yield
+    if state.watcher is not None:
+        state.watcher.cancel()
     await state.writer.close()
     await state.session.close()

@@ -33,6 +33,8 @@ ENV_VARS: dict[str, str] = {
     "SESSION_LOG_MAX_FILES": "rotation: keep at most this many session logs (default 5000)",
     "MAX_BODY_BYTES": "largest request body accepted (default 8388608, 8 MiB)",
     "LOG_LEVEL": "debug, info, warning or error (default info)",
+    "ENGINE_WATCH": "1: reload the graph when routes.yaml or a prompt changes (SIGHUP always reloads)",
+    "ENGINE_DRAIN_SECONDS": "on SIGTERM, how long in-flight requests may finish before exit (default 30)",
 }
 
 
@@ -57,6 +59,8 @@ class Settings:
     max_body_bytes: int = 8 * 1024 * 1024
     api_keys: frozenset[str] = field(default_factory=frozenset)
     log_level: str = "info"
+    watch: bool = False
+    drain_seconds: float = 30.0
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -71,4 +75,6 @@ class Settings:
             max_body_bytes=_int_env("MAX_BODY_BYTES", 8 * 1024 * 1024),
             api_keys=frozenset(k.strip() for k in keys.split(",") if k.strip()),
             log_level=os.environ.get("LOG_LEVEL", "info").lower(),
+            watch=os.environ.get("ENGINE_WATCH", "").strip().lower() in ("1", "true", "yes", "on"),
+            drain_seconds=float(_int_env("ENGINE_DRAIN_SECONDS", 30)),
         )

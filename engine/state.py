@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -22,6 +24,8 @@ class AppState:
     session: aiohttp.ClientSession | None = None
     writer: SessionLogWriter | None = None
     breakers: Breakers = field(default_factory=Breakers)  # by backend name; survive reloads
+    reloads: Counter = field(default_factory=Counter)  # applied / refused
+    watcher: asyncio.Task | None = None
 
 
 STATE = web.AppKey("state", AppState)

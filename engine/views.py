@@ -119,6 +119,7 @@ async def stats(request: web.Request) -> web.Response:
     state = request.app[STATE]
     snapshot = state.stats.snapshot()
     snapshot["breakers"] = {name: breaker.snapshot() for name, breaker in state.breakers.items()}
+    snapshot["graph"] = {"file": str(state.graph.path), "reloads": dict(state.reloads)}
     if state.writer is not None:
         snapshot["session_logs"] = {"written": state.writer.written, "failed": state.writer.failed,
                                     "queued": state.writer.queue.qsize()}

@@ -17,6 +17,7 @@ def add_arguments(parser) -> None:
 def run(args, settings) -> int:
     from aiohttp import web
 
+    from engine import reload
     from engine.app import create_app
     from engine.logsetup import configure
 
@@ -28,10 +29,14 @@ def run(args, settings) -> int:
     configure(settings.log_level)
     host, port = args.host or settings.host, args.port or settings.port
     app = create_app(settings, graph)
+    app.on_startup.append(reload.install)
     print(f"engine: serving {graph.virtual_model!r} on http://{host}:{port}/v1 "
           f"(routes: {', '.join(graph.routes())}; session logs: {settings.session_log_dir})", flush=True)
     try:
-        web.run_app(app, host=host, port=port, print=None, access_log=None)
+        # On SIGTERM aiohttp stops accepting, then gives in-flight requests (streams included)
+        # up to `shutdown_timeout` to finish; session logs are flushed in the app's cleanup.
+        web.run_app(app, host=host, port=port, print=None, access_log=None,
+                    shutdown_timeout=settings.drain_seconds)
     except OSError as exc:
         print(f"engine: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
