@@ -26,6 +26,7 @@ class AppState:
     breakers: Breakers = field(default_factory=Breakers)  # by backend name; survive reloads
     reloads: Counter = field(default_factory=Counter)  # applied / refused
     watcher: asyncio.Task | None = None
+    health_cache: tuple | None = None  # (monotonic time, graph, probe results)
 
 
 STATE = web.AppKey("state", AppState)

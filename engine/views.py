@@ -24,6 +24,9 @@ from engine.validation import parse_body, validate_chat
 
 log = structlog.get_logger("engine")
 
+# Backend probes are reused for this long (seconds).
+HEALTH_CACHE_SECONDS = 5.0
+
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
@@ -85,8 +88,13 @@ async def health(request: web.Request) -> web.Response:
     """The engine is up if this answers; each backend is probed with GET /models, in parallel."""
     state = request.app[STATE]
     names = list(state.graph.backends)
-    results = await asyncio.gather(*(probe(state.session, state.graph.backends[n]) for n in names))
-    backends_status = dict(zip(names, results))
+    cached = state.health_cache
+    if cached and time.monotonic() - cached[0] < HEALTH_CACHE_SECONDS and cached[1] is state.graph:
+        results = cached[2]  # a container health check every few seconds must not probe xAI each time
+    else:
+        results = await asyncio.gather(*(probe(state.session, state.graph.backends[n]) for n in names))
+        state.health_cache = (time.monotonic(), state.graph, results)
+    backends_status = {name: dict(result) for name, result in zip(names, results)}
     for name, result in backends_status.items():
         if name in state.breakers:
             result["breaker"] = state.breakers[name].snapshot()
