@@ -5,6 +5,9 @@ and is listed in `COMMANDS`; that module's `add_arguments(parser)` declares its 
     engine serve   [--host H] [--port P] [--routes FILE]
     engine lint    [FILE]
     engine dry-run [--routes FILE] [--label LABEL] [--messages-file FILE] [--json] [QUERY]
+    engine replay  [--routes FILE] [--json] [LOGS...]
+    engine eval    [--routes FILE] [--json] CASES.jsonl
+    engine review  [--routes FILE] [--propose] [--apply ID] [--judge/--no-judge] [LOGS...]
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serve", "run the HTTP server"),
     "lint": ("lint", "check a route graph and its prompt files"),
     "dry-run": ("dry_run", "trace a request through the graph without answering it"),
+    "replay": ("replay", "re-run logged requests through a graph and diff the routing decisions"),
+    "eval": ("eval", "score a graph's routing on labelled cases"),
+    "review": ("review", "find poor routing and weak answers in the logs; propose and apply prompt changes"),
 }
 
 
