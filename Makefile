@@ -105,3 +105,7 @@ test-live: ## Check a running stack at ENGINE_URL: health, models, each route, s
 .PHONY: benchmark
 benchmark: $(STAMP) ## Run the benchmark (bench/run.py); LIVE=1 measures the running stack
 	$(BIN)/python bench/run.py $(if $(LIVE),--live,)
+
+.PHONY: review
+review: $(STAMP) ## Review logs/sessions into logs/reviews/ (findings, judge, candidate cases); fit for a nightly cron
+	$(BIN)/engine review logs/sessions
