@@ -109,6 +109,21 @@ async def test_prompt_longer_than_the_context_is_a_4xx_openai_error(http, llama_
     assert str(llama_server.n_ctx) in error["message"]
 
 
+async def test_prompt_longer_than_the_context_when_streaming_is_an_empty_200_stream(
+        http, llama_server) -> None:
+    # The server checks the length only once the SSE response has started: the client gets
+    # 200 text/event-stream and a cleanly closed body with no event and no [DONE]. The engine
+    # must treat "ended without [DONE]" as a backend error. If this test starts failing,
+    # llama-cpp-python changed this and the engine's handling can be simplified.
+    too_long = [{"role": "user", "content": "hello " * (llama_server.n_ctx + 500)}]
+    async with http.post(f"{llama_server.url}/chat/completions", json={
+            "messages": too_long, "max_tokens": 8, "stream": True}) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        body = await response.read()
+    assert body == b""
+
+
 async def test_killing_the_server_mid_stream_fails_the_clients_read(
         http, disposable_llama_server) -> None:
     server = disposable_llama_server
