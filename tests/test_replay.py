@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from engine.replay import format_report, replay
+from tests.conftest import session_logs
 from tests.loophelp import edit, graph_of, log_records, make_logs, project_copy
 
 TRAFFIC = [("hi there", "SIMPLE"), ("explain how DNS works", "MODERATE"),
@@ -16,7 +17,9 @@ async def served(client, backends):
     await make_logs(client, backends, TRAFFIC + [(TITLE_TASK, "SIMPLE")])
     # Meta by header only: replay must see the header again to decide the same.
     await make_logs(client, backends, [("hello", "SIMPLE")], headers={"X-OpenWebUI-Task": "title_generation"})
-    await client.post("/v1/chat/completions", json={"model": "ai-router", "messages": []})  # bad input
+    resp = await client.post("/v1/chat/completions", json={"model": "ai-router", "messages": []})  # bad input
+    assert resp.status == 400
+    await session_logs(client)  # wait for the writer
     for name in backends:
         backends[name].requests.clear()
     return log_records(client)
