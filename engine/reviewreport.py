@@ -52,7 +52,8 @@ async def run_review(graph: Graph, log_paths: list[Path], reviews_dir: Path, *, 
     if propose:
         from engine.proposal import propose as draft_and_gate
 
-        report["proposal"] = await draft_and_gate(graph, report["cases"] + list(examples or []),
+        # Confirmed cases when a human gave them; otherwise this run's judge-labelled ones.
+        report["proposal"] = await draft_and_gate(graph, list(examples or []) or report["cases"],
                                                   cases_path or Path("eval/cases/dev.jsonl"), reviews_dir, env)
     write_report(report, reviews_dir)
     return report

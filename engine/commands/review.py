@@ -26,7 +26,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--cases", type=Path, default=Path("eval/cases/dev.jsonl"),
                         help="cases the proposal is evaluated on (default: eval/cases/dev.jsonl; never the heldout split)")
     parser.add_argument("--examples", type=Path, action="append", default=[],
-                        help="confirmed cases (JSON Lines) to draw examples from; repeatable")
+                        help="confirmed cases (JSON Lines) to draw examples from, instead of this run's "
+                             "judge-labelled ones; repeatable")
     parser.add_argument("--apply", metavar="CANDIDATE", help="copy an accepted candidate's prompts into prompts/")
     parser.add_argument("--json", action="store_true", help="print the whole report as JSON")
     parser.add_argument("logs", nargs="*", type=Path, help="session log files or folders (default: $SESSION_LOG_DIR)")
