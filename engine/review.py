@@ -4,8 +4,9 @@ Each finding is a dict {kind, title, detail, sessions: [ids]}: every finding cit
 session logs it rests on. The kinds:
 
   latency_outlier        a request (per route) or a step (per node) far slower than its peers:
-                         above median + K * MAD (scaled to a standard deviation), so one slow
-                         backend day moves the bar with it and no fixed threshold is needed
+                         above median + K * MAD (scaled to a standard deviation) and above twice
+                         the median, so the bar moves with the traffic and no fixed threshold
+                         is needed
   enrichment_failed      the enrichment hop (a capturing call) errored or fell back
   enrichment_empty       it answered, with nothing
   enrichment_irrelevant  its context shares few content words with the question
@@ -51,8 +52,9 @@ def _flag(values: list[tuple[str, float]]) -> tuple[float, float, list[tuple[str
     numbers = [v for _, v in values]
     median = statistics.median(numbers)
     mad = statistics.median(abs(v - median) for v in numbers) * 1.4826
-    # With identical peers MAD is 0; a twentieth of the median keeps noise from counting.
-    bar = median + K_MAD * max(mad, 0.05 * abs(median))
+    # With identical peers MAD is 0; a twentieth of the median keeps noise from counting. And
+    # "far slower" means at least twice the median: jitter on a 1 ms step is not a finding.
+    bar = max(median + K_MAD * max(mad, 0.05 * abs(median)), 2 * median)
     return median, bar, [(sid, v) for sid, v in values if v > bar]
 
 
@@ -73,8 +75,8 @@ def latency_findings(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             findings.append({
                 "kind": "latency_outlier", "scope": scope, "name": name,
                 "title": f"{len(slow)} slow {'request' if scope == 'route' else 'step'}(s) on {scope} {name!r}",
-                "detail": f"median {median:.0f} ms over {len(values)}, outlier bar {bar:.0f} ms (median + "
-                          f"{K_MAD} MAD); slowest {max(v for _, v in slow):.0f} ms",
+                "detail": f"median {median:.1f} ms over {len(values)}, outlier bar {bar:.1f} ms (median + "
+                          f"{K_MAD} MAD, at least twice the median); slowest {max(v for _, v in slow):.1f} ms",
                 "sessions": [sid for sid, _ in sorted(slow, key=lambda x: -x[1])]})
     return findings
 
