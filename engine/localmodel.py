@@ -83,6 +83,11 @@ _SERVER_SETTING_NAMES = frozenset("""
 """.split())
 
 
+# urllib would send even loopback requests through $http_proxy unless $no_proxy lists the
+# host; the readiness probe must go straight to the child (aiohttp ignores the env by default).
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 class LocalModelError(Exception):
     """The local model server cannot be provided; the message is one line a user can act on."""
 
@@ -259,19 +264,29 @@ class LlamaServer:
         if "no module named 'llama_cpp" in text or "no module named 'uvicorn" in text:
             return _NOT_INSTALLED
         last = _last_meaningful(lines) or f"exit code {code}, no output"
-        if "load model" in text or "llama_model_load" in text or "gguf" in text:
+        if "failed to load model" in text or "error loading model" in text:
             return f"model failed to load: {last} (log: {self.log_path})"
         return f"model server exited with code {code}: {last} (log: {self.log_path})"
 
     def _timed_out(self, timeout: float) -> LocalModelError:
-        self.stop()
         return LocalModelError(
             f"model server did not answer on {self.url}/models within {timeout:g}s"
             f" (log: {self.log_path})")
 
     async def start(self, timeout: float = 120.0) -> None:
-        """Start the server and wait until `GET /v1/models` answers 200."""
+        """Start the server and wait until `GET /v1/models` answers 200.
+
+        On any failure, including cancellation (Ctrl-C while the model loads), the child is
+        stopped before the exception propagates: no orphaned server keeps the port.
+        """
         self._launch()
+        try:
+            await self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    async def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         probe_timeout = aiohttp.ClientTimeout(total=2)
         async with aiohttp.ClientSession(timeout=probe_timeout) as session:
@@ -290,11 +305,18 @@ class LlamaServer:
     def start_sync(self, timeout: float = 120.0) -> None:
         """`start()` for callers without an event loop (the CLI before it serves)."""
         self._launch()
+        try:
+            self._wait_ready_sync(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready_sync(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:
             self._check_alive()
             try:
-                with urllib.request.urlopen(f"{self.url}/models", timeout=2) as response:
+                with _DIRECT.open(f"{self.url}/models", timeout=2) as response:
                     if response.status == 200:
                         return
             except (OSError, urllib.error.URLError):

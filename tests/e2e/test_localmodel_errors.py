@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import stat
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,6 +114,9 @@ def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(fake_model: Path,
     server = LlamaServer(fake_model, port=free_port(), python=python,
                          log_path=tmp_path / "s.log")
     server._launch()
+    deadline = time.monotonic() + 10
+    while "started" not in server.log_tail() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the trap must be in place before we send SIGTERM
     assert server.running()
     assert server.stop(grace=0.5) == -9
     assert not server.running()
