@@ -24,12 +24,18 @@ from typing import Any
 
 import structlog
 
+try:  # optional: a much faster encoder for the per-request log file
+    import orjson
+except ImportError:  # pragma: no cover - exercised where orjson is not installed
+    orjson = None
+
 from engine.context import RequestContext
 
 log = structlog.get_logger("engine.sessionlog")
 
 USER_QUERY_LIMIT = 500
 ROTATE_EVERY = 200
+BATCH_LIMIT = 256  # records per worker-thread hop
 
 
 def build_record(ctx: RequestContext, *, status: int, outcome: str, error: str | None,
@@ -76,14 +82,31 @@ def file_name(record: dict[str, Any]) -> str:
     return f"{stamp}_{record['id']}.json"
 
 
+def encode(record: dict[str, Any]) -> bytes:
+    """The record as indented UTF-8 JSON, with orjson when it is installed.
+
+    The stdlib encoder falls back to its pure-Python path whenever `indent` is set, and
+    that was the largest single cost of a request in the benchmark's profile (bench/).
+    orjson writes the same JSON; anything it refuses (an integer beyond 64 bits, a
+    non-string key) goes through the stdlib encoder instead.
+    """
+    if orjson is not None:
+        try:
+            return orjson.dumps(record, default=str, option=orjson.OPT_INDENT_2)
+        except TypeError:  # orjson.JSONEncodeError is a TypeError
+            pass
+    return json.dumps(record, ensure_ascii=False, indent=1, default=str).encode("utf-8")
+
+
 def write_record(directory: Path, record: dict[str, Any]) -> Path:
     """Write one record atomically: a temp file in the same directory, then rename."""
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / file_name(record)
+    payload = encode(record)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(record, handle, ensure_ascii=False, indent=1, default=str)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -91,28 +114,60 @@ def write_record(directory: Path, record: dict[str, Any]) -> Path:
     return target
 
 
+def write_batch(directory: Path, records: list[dict[str, Any]]) -> list[str | None]:
+    """Write several records in one worker-thread hop; per record, None or the error."""
+    errors: list[str | None] = []
+    for record in records:
+        try:
+            write_record(directory, record)
+            errors.append(None)
+        except Exception as exc:  # one bad record must not lose the others
+            errors.append(str(exc))
+    return errors
+
+
 def rotate(directory: Path, max_days: float, max_files: int, now: float | None = None) -> int:
-    """Delete logs older than `max_days` and the oldest beyond `max_files`; return how many."""
+    """Delete logs older than `max_days` and the oldest beyond `max_files`; return how many.
+
+    This runs every few hundred writes over up to thousands of files, so it reads the
+    listing once (`scandir`) and works on names, which sort by time (`file_name`). Only
+    the oldest files are stat'ed for their age: walking from the oldest name, it stops at
+    the first file young enough to keep, since every later name was written later. (The
+    first version stat'ed all 5000 files each time: a fifth of the engine's CPU per
+    request in the benchmark.)
+    """
     if not directory.is_dir():
         return 0
     now = time.time() if now is None else now
-    files = sorted(p for p in directory.glob("*.json") if not p.name.startswith("."))
+    with os.scandir(directory) as listing:
+        names = sorted(e.name for e in listing if e.name.endswith(".json") and not e.name.startswith("."))
+    oldest_allowed = now - max_days * 86400
     removed = 0
-    keep = []
-    for path in files:
+    first_kept = 0
+    for name in names:
+        path = os.path.join(directory, name)
         try:
-            too_old = now - path.stat().st_mtime > max_days * 86400
+            too_old = os.stat(path).st_mtime < oldest_allowed
         except FileNotFoundError:
+            first_kept += 1
             continue
-        if too_old:
-            path.unlink(missing_ok=True)
-            removed += 1
-        else:
-            keep.append(path)
-    for path in keep[: max(0, len(keep) - max_files)]:
-        path.unlink(missing_ok=True)
+        if not too_old:
+            break
+        _unlink(path)
+        removed += 1
+        first_kept += 1
+    keep = names[first_kept:]
+    for name in keep[: max(0, len(keep) - max_files)]:
+        _unlink(os.path.join(directory, name))
         removed += 1
     return removed
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 class SessionLogWriter:
@@ -146,18 +201,35 @@ class SessionLogWriter:
             await self._task
 
     async def _worker(self) -> None:
+        """Write what is queued, in batches: one thread hop for everything that piled up.
+
+        Under load many records arrive between two writes; handing them over one by one
+        cost an executor round trip (and a loop wake-up) per request.
+        """
         loop = asyncio.get_running_loop()
         while True:
-            record = await self.queue.get()
+            batch = [await self.queue.get()]
+            while len(batch) < BATCH_LIMIT and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            stop = None in batch
+            records = [r for r in batch if r is not None]
             try:
-                if record is None:
-                    return
-                await loop.run_in_executor(None, write_record, self.directory, record)
-                self.written += 1
-                if self.written % ROTATE_EVERY == 0:
-                    await loop.run_in_executor(None, rotate, self.directory, self.max_days, self.max_files)
+                if records:
+                    errors = await loop.run_in_executor(None, write_batch, self.directory, records)
+                    for error in errors:
+                        if error is None:
+                            self.written += 1
+                            if self.written % ROTATE_EVERY == 0:
+                                await loop.run_in_executor(None, rotate, self.directory, self.max_days,
+                                                           self.max_files)
+                        else:
+                            self.failed += 1
+                            log.error("session_log_write_failed", error=error)
             except Exception as exc:  # a full disk must not kill the writer
-                self.failed += 1
+                self.failed += len(records)
                 log.error("session_log_write_failed", error=str(exc))
             finally:
-                self.queue.task_done()
+                for _ in batch:
+                    self.queue.task_done()
+            if stop:
+                return

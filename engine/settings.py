@@ -35,6 +35,8 @@ ENV_VARS: dict[str, str] = {
     "LOG_LEVEL": "debug, info, warning or error (default info)",
     "ENGINE_WATCH": "1: reload the graph when routes.yaml or a prompt changes (SIGHUP always reloads)",
     "ENGINE_DRAIN_SECONDS": "on SIGTERM, how long in-flight requests may finish before exit (default 30)",
+    "ENGINE_WORKERS": "worker processes sharing the port with SO_REUSEPORT (default 1; each has its own /stats)",
+    "ENGINE_EVENT_LOOP": "asyncio (default) or uvloop (if installed; not measured faster here, see bench/README.md)",
 }
 
 
@@ -46,6 +48,20 @@ def _int_env(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SystemExit(f"{name}={raw!r} is not a whole number") from None
+
+
+def _workers() -> int:
+    workers = _int_env("ENGINE_WORKERS", 1)
+    if workers < 1:
+        raise SystemExit(f"ENGINE_WORKERS={workers} must be at least 1")
+    return workers
+
+
+def _event_loop() -> str:
+    value = os.environ.get("ENGINE_EVENT_LOOP", "").strip().lower() or "asyncio"
+    if value not in ("uvloop", "asyncio"):
+        raise SystemExit(f"ENGINE_EVENT_LOOP={value!r} must be uvloop or asyncio")
+    return value
 
 
 @dataclass(frozen=True)
@@ -61,6 +77,8 @@ class Settings:
     log_level: str = "info"
     watch: bool = False
     drain_seconds: float = 30.0
+    workers: int = 1
+    event_loop: str = "asyncio"
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -77,4 +95,6 @@ class Settings:
             log_level=os.environ.get("LOG_LEVEL", "info").lower(),
             watch=os.environ.get("ENGINE_WATCH", "").strip().lower() in ("1", "true", "yes", "on"),
             drain_seconds=float(_int_env("ENGINE_DRAIN_SECONDS", 30)),
+            workers=_workers(),
+            event_loop=_event_loop(),
         )

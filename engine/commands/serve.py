@@ -1,7 +1,22 @@
-"""Run the HTTP server on a graph that lints clean (it refuses to start otherwise)."""
+"""Run the HTTP server on a graph that lints clean (it refuses to start otherwise).
+
+One process serves by default. `ENGINE_WORKERS=N` forks N worker processes after the
+graph has linted; each opens its own listening socket on the same port with
+SO_REUSEPORT, and the kernel spreads connections over them. Each worker has its own
+state: backend session, session-log writer, circuit breakers, and `/stats` (which then
+counts only the worker that answered). The parent forwards SIGTERM and SIGHUP to the
+workers and exits when they have; if one worker dies, the others are stopped too, so
+the container restarts as a whole. Ctrl-C reaches every worker directly.
+
+`ENGINE_EVENT_LOOP=uvloop` runs on uvloop when it is installed. It is not the default:
+on the benchmark's 2-core machine it did not measure faster (bench/README.md).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -15,29 +30,104 @@ def add_arguments(parser) -> None:
 
 
 def run(args, settings) -> int:
+    path = args.routes or settings.routes_file
+    graph = load_or_report(path)
+    if graph is None:
+        print(f"engine: not starting: {path} does not lint (problems above)", file=sys.stderr)
+        return 1
+    host, port = args.host or settings.host, args.port or settings.port
+    workers = settings.workers if hasattr(os, "fork") else 1
+    print(f"engine: serving {graph.virtual_model!r} on http://{host}:{port}/v1 "
+          f"(routes: {', '.join(graph.routes())}; session logs: {settings.session_log_dir}"
+          f"{f'; {workers} workers' if workers > 1 else ''}; event loop: {loop_name(settings)})", flush=True)
+    if workers > 1:
+        return serve_workers(settings, graph, host, port, workers)
+    return serve_one(settings, graph, host, port)
+
+
+def loop_name(settings) -> str:
+    if settings.event_loop != "uvloop":
+        return "asyncio"
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio (ENGINE_EVENT_LOOP=uvloop, but uvloop is not installed)"
+    return "uvloop"
+
+
+def new_loop(settings) -> asyncio.AbstractEventLoop:
+    if loop_name(settings) == "uvloop":
+        import uvloop
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def serve_one(settings, graph, host: str, port: int, reuse_port: bool = False) -> int:
     from aiohttp import web
 
     from engine import reload
     from engine.app import create_app
     from engine.logsetup import configure
 
-    path = args.routes or settings.routes_file
-    graph = load_or_report(path)
-    if graph is None:
-        print(f"engine: not starting: {path} does not lint (problems above)", file=sys.stderr)
-        return 1
     configure(settings.log_level)
-    host, port = args.host or settings.host, args.port or settings.port
     app = create_app(settings, graph)
     app.on_startup.append(reload.install)
-    print(f"engine: serving {graph.virtual_model!r} on http://{host}:{port}/v1 "
-          f"(routes: {', '.join(graph.routes())}; session logs: {settings.session_log_dir})", flush=True)
     try:
         # On SIGTERM aiohttp stops accepting, then gives in-flight requests (streams included)
         # up to `shutdown_timeout` to finish; session logs are flushed in the app's cleanup.
         web.run_app(app, host=host, port=port, print=None, access_log=None,
-                    shutdown_timeout=settings.drain_seconds)
+                    shutdown_timeout=settings.drain_seconds, reuse_port=reuse_port or None,
+                    loop=new_loop(settings))
     except OSError as exc:
         print(f"engine: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def serve_workers(settings, graph, host: str, port: int, workers: int) -> int:
+    """Fork `workers` servers sharing the port (SO_REUSEPORT); wait for them."""
+    children: set[int] = set()
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:  # the worker: its own loop, app and sockets, created after the fork
+            code = 1
+            try:
+                code = serve_one(settings, graph, host, port, reuse_port=True)
+            finally:
+                sys.stdout.flush()
+                os._exit(code)
+        children.add(pid)
+
+    stopping = False
+
+    def forward(signum, _frame) -> None:
+        nonlocal stopping
+        stopping = stopping or signum == signal.SIGTERM
+        for child in list(children):
+            try:
+                os.kill(child, signum)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGHUP, forward)
+    signal.signal(signal.SIGINT, lambda *_: None)  # the terminal already sent it to every worker
+    code = 0
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        children.discard(pid)
+        child_code = os.waitstatus_to_exitcode(status)
+        code = code or (child_code if child_code > 0 else 0)
+        if not stopping and children:
+            print(f"engine: worker {pid} exited ({child_code}); stopping the others", file=sys.stderr, flush=True)
+            stopping = True
+            code = code or 1
+            for child in list(children):
+                try:
+                    os.kill(child, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+    return code
