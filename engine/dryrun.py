@@ -56,8 +56,16 @@ def format_trace(trace: dict[str, Any]) -> str:
         if step.get("matched") is not None or step["type"] == "detect-meta":
             lines.append(f"   matched: {step.get('matched') or 'nothing'}")
         if step["type"] == "classify":
-            lines.append(f"   classifier answered: {step.get('response_content')!r} -> {step.get('label')} "
-                         f"({step.get('source')}{', ' + step['reason'] if step.get('reason') else ''})")
+            sim = step.get("similarity")
+            if sim:
+                scores = ", ".join(f"{label} {score:.3f}" for label, score in sim["scores"].items())
+                lines.append(f"   similarity: {sim['label']} (margin {sim['margin']:.3f}; {scores})")
+                for label, example, cosine in sim["top_examples"][:3]:
+                    lines.append(f"     {cosine:.3f} {label}: {example}")
+            if step.get("provider"):
+                lines.append(f"   classifier answered: {step.get('response_content')!r}")
+            lines.append(f"   -> label {step.get('label')} ({step.get('source')}"
+                         f"{', ' + step['reason'] if step.get('reason') else ''})")
         if step.get("error"):
             lines.append(f"   error: {step['error']}")
         for message in step.get("messages_sent") or []:

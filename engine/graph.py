@@ -90,9 +90,13 @@ class Graph:
         return sorted(set(names))
 
 
-def read_graph(path: Path, env: Mapping[str, str] | None = None,
-               root: Path | None = None) -> tuple[Graph | None, list[Problem], list[Problem]]:
-    """Load and lint `path`. Returns (graph or None, problems, warnings); never raises."""
+def read_graph(path: Path, env: Mapping[str, str] | None = None, root: Path | None = None,
+               *, prepare: bool = True) -> tuple[Graph | None, list[Problem], list[Problem]]:
+    """Load and lint `path`. Returns (graph or None, problems, warnings); never raises on bad input.
+
+    `prepare=False` skips the per-node preparation (compiling, loading the embedding model):
+    `engine lint` only needs the checks.
+    """
     from engine import lint  # lint imports node modules, which import this module
 
     env = os.environ if env is None else env
@@ -118,8 +122,9 @@ def read_graph(path: Path, env: Mapping[str, str] | None = None,
     )
     from engine.nodes import NODES
 
-    for node in graph.nodes.values():
-        node.prepared = NODES[node.type].prepare(node, graph)
+    if prepare:
+        for node in graph.nodes.values():
+            node.prepared = NODES[node.type].prepare(node, graph)
     return graph, [], warnings
 
 

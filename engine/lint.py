@@ -60,14 +60,22 @@ def check(data: Any, smap: SourceMap, templates: TemplateSet, env: Mapping[str, 
     if not isinstance(data, dict) or not isinstance(data.get("nodes"), dict):
         return problems
     # Graph-level checks work on nodes whose type is known; schema problems are already listed.
-    problems += graph_problems(data, smap)
+    problems += graph_problems(data, smap, templates.root)
     problems += template_problems(data, smap, templates)
     return problems
 
 
 def warnings(data: Any, smap: SourceMap, env: Mapping[str, str]) -> list[Problem]:
     """Things that are not wrong but a user should know (printed, exit status unaffected)."""
+    from engine import similarity_stage
+
     out = []
+    if isinstance(data, dict) and isinstance(data.get("nodes"), dict):
+        for name, spec in data["nodes"].items():
+            if isinstance(spec, dict) and spec.get("type") == "classify":
+                warning = similarity_stage.unavailable_warning(name, spec, smap)
+                if warning:
+                    out.append(warning)
     if isinstance(data, dict) and isinstance(data.get("backends"), dict):
         for name, spec in data["backends"].items():
             if isinstance(spec, dict) and spec.get("api_key_env") and spec.get("key_required"):
@@ -132,7 +140,7 @@ def node_edges(spec: dict[str, Any]) -> list[tuple[tuple[str, ...], str]]:
     return out
 
 
-def graph_problems(data: dict[str, Any], smap: SourceMap) -> list[Problem]:
+def graph_problems(data: dict[str, Any], smap: SourceMap, root: Path) -> list[Problem]:
     from engine.nodes import NODES
 
     problems: list[Problem] = []
@@ -156,7 +164,7 @@ def graph_problems(data: dict[str, Any], smap: SourceMap) -> list[Problem]:
         if isinstance(backend, str) and backend not in backends:
             problems.append(smap.problem(("nodes", name, "backend"),
                                          f"no backend named {backend!r}{did_you_mean(backend, backends)}"))
-        problems += NODES[spec["type"]].check(name, spec, data, smap)
+        problems += NODES[spec["type"]].check(name, spec, data, smap, root)
 
     # Cycles: a request must always end, so the graph must be acyclic.
     try:

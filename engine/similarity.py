@@ -471,3 +471,34 @@ def load_embedder(name: str = DEFAULT_EMBEDDER) -> Embedder:
         ) from None
     return factory()
 
+
+
+#: What each embedder needs importable, checked without loading any weights (for `engine lint`).
+_REQUIREMENTS = {"minilm": ("numpy", "tokenizers"), "minilm-sentence-transformers": ("numpy", "sentence_transformers")}
+
+
+def check_available(name: str = DEFAULT_EMBEDDER) -> None:
+    """Raise SimilarityUnavailable (one line, with the pip command) if `name` could not load here.
+    Cheap: looks for the packages and the model files, loads nothing."""
+    import importlib.util
+
+    if name not in _EMBEDDERS:
+        raise SimilarityUnavailable(f"unknown embedder {name!r}; known: {', '.join(available_embedders())}")
+    for module in _REQUIREMENTS.get(name, ()):
+        if importlib.util.find_spec(module) is None:
+            raise SimilarityUnavailable(
+                f"similarity routing needs the '{module}' package, which is not installed; run: {EXTRA_INSTALL}")
+    _minilm_dir()
+
+
+_LOADED: dict[str, Embedder] = {}
+_LOADED_LOCK = threading.Lock()
+
+
+def shared_embedder(name: str = DEFAULT_EMBEDDER) -> Embedder:
+    """One embedder per name per process: a graph reload re-embeds its examples but does not reload
+    the model's weights."""
+    with _LOADED_LOCK:
+        if name not in _LOADED:
+            _LOADED[name] = load_embedder(name)
+        return _LOADED[name]

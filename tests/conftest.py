@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -61,11 +64,24 @@ def env(backends) -> dict[str, str]:
     }
 
 
+def llm_graph(env: dict[str, str]):
+    """The shipped graph with its classifier set to the LLM method alone.
+
+    Most tests drive routing through the fake classifier backend (`backends.classify_as`);
+    with the shipped cascade, the similarity stage would decide clear queries before the
+    classifier is asked. tests/test_cascade.py covers the shipped cascade itself.
+    """
+    text = re.sub(r"(?m)^    method: \w+.*$", "    method: llm", (ROOT / "routes.yaml").read_text())
+    path = Path(tempfile.gettempdir()) / f"engine-tests-routes.llm.{os.getpid()}.yaml"
+    path.write_text(text)
+    return load_graph(path, env, root=ROOT)
+
+
 @pytest.fixture
 def graph(env, monkeypatch):
     # Keys are read from the process environment at call time, as in production.
     monkeypatch.setenv("XAI_API_KEY", env["XAI_API_KEY"])
-    return load_graph(ROOT / "routes.yaml", env)
+    return llm_graph(env)
 
 
 @pytest.fixture

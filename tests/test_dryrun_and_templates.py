@@ -7,7 +7,7 @@ import json
 from engine.cli import main
 from engine.dryrun import dry_run
 from engine.graph import load_graph
-from tests.conftest import ROOT, XAI_TEST_KEY
+from tests.conftest import llm_graph, ROOT, XAI_TEST_KEY
 
 
 async def test_dry_run_with_label_never_calls_a_backend(graph, backends):
@@ -30,7 +30,7 @@ async def test_dry_run_asks_the_real_classifier(graph, backends):
 
 
 async def test_dry_run_shows_an_unreachable_classifier_and_the_default(env):
-    graph = load_graph(ROOT / "routes.yaml", {**env, "ROUTER_URL": "http://127.0.0.1:9/v1"})
+    graph = llm_graph({**env, "ROUTER_URL": "http://127.0.0.1:9/v1"})
     trace = await dry_run(graph, {"messages": [{"role": "user", "content": "hi"}]})
     assert trace["route"] == "primary"
     assert trace["classification"]["source"] == "default"

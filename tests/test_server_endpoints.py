@@ -7,7 +7,7 @@ import pytest
 from engine.app import create_app
 from engine.graph import load_graph
 from engine.settings import Settings
-from tests.conftest import ROOT, XAI_TEST_KEY
+from tests.conftest import llm_graph, ROOT, XAI_TEST_KEY
 
 
 async def test_models_lists_exactly_the_virtual_model(client):
@@ -16,14 +16,14 @@ async def test_models_lists_exactly_the_virtual_model(client):
 
 
 async def test_virtual_model_name_comes_from_the_environment(aiohttp_client, settings, env):
-    graph = load_graph(ROOT / "routes.yaml", {**env, "VIRTUAL_MODEL": "homelab"})
+    graph = llm_graph({**env, "VIRTUAL_MODEL": "homelab"})
     client = await aiohttp_client(create_app(settings, graph))
     data = await (await client.get("/v1/models")).json()
     assert [m["id"] for m in data["data"]] == ["homelab"]
 
 
 async def test_health_reports_each_backend_without_failing_when_one_is_down(aiohttp_client, settings, env, graph):
-    graph = load_graph(ROOT / "routes.yaml", {**env, "PRIMARY_URL": "http://127.0.0.1:9/v1"})
+    graph = llm_graph({**env, "PRIMARY_URL": "http://127.0.0.1:9/v1"})
     client = await aiohttp_client(create_app(settings, graph))
     resp = await client.get("/health")
     assert resp.status == 200

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engine.app import create_app
 from engine.graph import load_graph
-from tests.conftest import ROOT, read_sse, session_logs
+from tests.conftest import ROOT, llm_graph, read_sse, session_logs
 from tests.fakes import Answer
 
 CHAT = {"messages": [{"role": "user", "content": "explain closures"}]}
@@ -25,7 +25,7 @@ async def test_primary_5xx_is_retried_then_falls_back_to_the_small_model(client,
 
 async def test_every_backend_down_is_a_502_naming_the_last_failure(aiohttp_client, settings, env, backends):
     env = {**env, "PRIMARY_URL": "http://127.0.0.1:9/v1", "ROUTER_URL": "http://127.0.0.1:9/v1"}
-    client = await aiohttp_client(create_app(settings, load_graph(ROOT / "routes.yaml", env)))
+    client = await aiohttp_client(create_app(settings, llm_graph(env)))
     resp = await client.post("/v1/chat/completions", json=CHAT)
     assert resp.status == 502
     error = (await resp.json())["error"]
@@ -71,7 +71,7 @@ async def test_context_length_error_is_a_clear_400(client, backends):
 async def test_missing_cloud_key_falls_back_to_primary_visibly(aiohttp_client, settings, env, backends, monkeypatch):
     monkeypatch.delenv("XAI_API_KEY", raising=False)
     backends.classify_as("COMPLEX")
-    client = await aiohttp_client(create_app(settings, load_graph(ROOT / "routes.yaml", env)))
+    client = await aiohttp_client(create_app(settings, llm_graph(env)))
     resp = await client.post("/v1/chat/completions", json=CHAT)
     assert resp.status == 200 and resp.headers["x-engine-route"] == "primary"
     assert backends.calls("xai") == []

@@ -15,7 +15,7 @@ def add_arguments(parser) -> None:
 
 def run(args, settings) -> int:
     path = args.file or settings.routes_file
-    graph, problems, warnings = read_graph(path)
+    graph, problems, warnings = read_graph(path, prepare=False)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     for problem in problems:

@@ -5,7 +5,7 @@ type alike:
 
     prepare(node, graph)            -> prepared state, built once at load (regexes, ...)
     run(node, ctx)                  -> NodeResult: an edge to follow, or a reply (async)
-    check(name, spec, data, smap)   -> list of lint Problems specific to the type
+    check(name, spec, data, smap, root) -> list of lint Problems specific to the type
     templates(spec)                 -> [(key path, template path)] the node renders
     template_variables(spec)        -> extra variables only this node's templates get
     provides(spec)                  -> variables the node sets for later nodes

@@ -150,7 +150,7 @@ def backoff(retry: dict[str, Any], attempt: int, retry_after: float | None) -> f
     return random.uniform(bound / 2, bound)
 
 
-def check(name: str, spec: dict[str, Any], data: dict[str, Any], smap) -> list:
+def check(name: str, spec: dict[str, Any], data: dict[str, Any], smap, root) -> list:
     return []
 
 

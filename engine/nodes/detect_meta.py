@@ -89,7 +89,7 @@ async def run(node, ctx: RequestContext) -> NodeResult:
     return NodeResult(edge="meta" if matched else "other")
 
 
-def check(name: str, spec: dict[str, Any], data: dict[str, Any], smap) -> list:
+def check(name: str, spec: dict[str, Any], data: dict[str, Any], smap, root) -> list:
     problems = []
     for i, header in enumerate(spec.get("headers") or []):
         if isinstance(header, dict) and isinstance(header.get("pattern"), str):

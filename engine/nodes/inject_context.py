@@ -44,7 +44,7 @@ def prepend_to_last_user(messages: list[dict[str, Any]], text: str) -> list[dict
     return out
 
 
-def check(name: str, spec: dict[str, Any], data: dict[str, Any], smap) -> list:
+def check(name: str, spec: dict[str, Any], data: dict[str, Any], smap, root) -> list:
     return []
 
 
