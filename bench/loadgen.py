@@ -73,10 +73,13 @@ def run_wrk(url: str, body: str, concurrency: int, duration_s: int, *, timeout_s
     duration = raw["duration_us"] / 1e6
     ok = max(0, raw["requests"] - raw["errors"]["status"])
     lat = raw["latency_us"]
+    if ok == 0:  # nothing completed within the run: no latency to speak of
+        lat = {"p50": None, "p95": None, "p99": None, "max": None}
+    ms = lambda us: None if us is None else us / 1000  # noqa: E731
     return {"requests": raw["requests"], "ok": ok, "errors": errors, "duration_s": round(duration, 3),
             "rps": round(ok / duration, 1) if duration else 0.0,
-            "p50_ms": lat["p50"] / 1000, "p95_ms": lat["p95"] / 1000, "p99_ms": lat["p99"] / 1000,
-            "max_ms": lat["max"] / 1000, "error_kinds": raw["errors"]}
+            "p50_ms": ms(lat["p50"]), "p95_ms": ms(lat["p95"]), "p99_ms": ms(lat["p99"]),
+            "max_ms": ms(lat["max"]), "error_kinds": raw["errors"]}
 
 
 # ------------------------------------------------------------------------------------------ asyncio client

@@ -147,9 +147,10 @@ def tables(result: dict[str, Any]) -> dict[str, list[list[str]]]:
     """The result as tables (title -> rows, header first), shared by terminal and Markdown."""
     out = {}
     out["Throughput and latency (non-streamed)"] = table(
-        ["target", "clients", "req/s", "p50 ms", "p95 ms", "p99 ms", "added p50 ms", "errors", "requests"],
+        ["target", "clients", "req/s", "p50 ms", "p95 ms", "p99 ms", "added p50 ms", "CPU µs/req", "errors",
+         "requests"],
         [[r["target"], r["concurrency"], r["rps"], r["p50_ms"], r["p95_ms"], r["p99_ms"], r.get("added_p50_ms"),
-          r["errors"], r["requests"]] for r in result["throughput"]])
+          r.get("cpu_us_per_request"), r["errors"], r["requests"]] for r in result["throughput"]])
     out["Streaming"] = table(
         ["target", "clients", "TTFT p50 ms", "TTFT p95 ms", "added TTFT p50 ms", "gap p50 ms", "gap p95 ms",
          "batched", "streams", "errors"],

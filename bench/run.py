@@ -279,11 +279,16 @@ def overhead(args) -> dict:
 
         for concurrency in ints(args.concurrency):
             for name, target in started.items():
+                cpu_before = targets.cpu_seconds(target.proc.pid)
                 row = load.http(target, concurrency, args.duration, args.requests)
-                row.update(target=name, concurrency=concurrency)
+                cpu_after = targets.cpu_seconds(target.proc.pid)
+                row.update(target=name, concurrency=concurrency,
+                           cpu_us_per_request=round((cpu_after - cpu_before) / row["ok"] * 1e6, 1)
+                           if row["ok"] and cpu_before is not None and cpu_after is not None else None)
                 result["throughput"].append(row)
                 print(f"  {name:16} c={concurrency:<3} {row['rps']:>9.1f} req/s  p50 {report.fmt(row['p50_ms'])} ms"
-                      f"  p99 {report.fmt(row['p99_ms'])} ms  errors {row['errors']}", flush=True)
+                      f"  p99 {report.fmt(row['p99_ms'])} ms  CPU/request {report.fmt(row['cpu_us_per_request'])} us"
+                      f"  errors {row['errors']}", flush=True)
         report.add_overheads(result["throughput"])
 
         for concurrency in ints(args.stream_concurrency):

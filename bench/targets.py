@@ -229,5 +229,23 @@ def rss_mb(pid: int) -> dict[str, float | None]:
     return {"rss_mb": round(rss, 1), "peak_mb": round(peak, 1)} if found else {"rss_mb": None, "peak_mb": None}
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time used so far by a process tree (all threads), in seconds.
+
+    CPU per request is the benchmark's steadiest number: on a busy machine wall-clock
+    latency also measures the neighbours, CPU time measures only the target.
+    """
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total, found = 0, False
+    for member in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        found = True
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / ticks if found else None
+
+
 def python_for_engine() -> str:
     return sys.executable
