@@ -62,7 +62,8 @@ async def replay_record(graph: Graph, record: dict[str, Any], session) -> dict[s
     steps = [step.as_dict() for step in ctx.trace]
     classify = next((s for s in steps if s["type"] == "classify"), None)
     return {"route": decided_route(graph, steps, ctx.route), "classification": ctx.classification,
-            "asked": classify is not None and not classify.get("replayed"),
+            # Asked = a call went out: not reused, and not decided without the LLM (similarity).
+            "asked": bool(classify and classify.get("provider") and not classify.get("replayed")),
             "reused": bool(classify and classify.get("replayed")), "error": error}
 
 

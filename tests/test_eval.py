@@ -35,7 +35,7 @@ def classifier(backends):
         message = body["messages"][-1]["content"]
         for query, raw in answers.items():
             if raw and f"<<<\n{query}\n>>>" in message:
-                return Answer(content="SLOW", delay=1.5) if raw == "SLOW" else Answer(content=raw)
+                return Answer(content="SLOW", delay=5) if raw == "SLOW" else Answer(content=raw)
         return Answer(content="MODERATE")
 
     backends["router"].answer = answer
@@ -44,7 +44,8 @@ def classifier(backends):
 
 async def test_numbers_match_the_hand_computed_ones(classifier, env, tmp_path):
     project = project_copy(tmp_path)
-    edit(project / "routes.yaml", "timeout: 10", "timeout: 0.5")  # the SLOW case times out
+    # The SLOW case times out; the margin is wide so that a busy machine does not time out the others.
+    edit(project / "routes.yaml", "timeout: 10", "timeout: 2")
     path = write_cases(tmp_path / "small.jsonl", [case for case, _ in CASES])
     report = await evaluate(graph_of(project, env), load_cases(path), str(path))
 
