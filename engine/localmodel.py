@@ -42,7 +42,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Self
 
 import aiohttp
 
@@ -70,17 +70,19 @@ STOP_GRACE_S = 5.0
 # llama_cpp.server reads every one of its settings from an environment variable of the same
 # name (pydantic-settings, no prefix, any case). A stray API_KEY, MODEL, SEED or CACHE in the
 # user's shell would silently change the server, so the child gets an environment without them.
-_SERVER_SETTING_NAMES = frozenset("""
-    api_key cache cache_size cache_type chat_format chat_template_kwargs clip_model_path
-    config_file disable_ping_events draft_model draft_model_num_pred_tokens embedding flash_attn
-    hf_model_repo_id hf_pretrained_model_name_or_path hf_tokenizer_config_path host
-    interrupt_requests kv_overrides last_n_tokens_size logits_all lora_base lora_path main_gpu
-    model model_alias models mul_mat_q n_batch n_ctx n_gpu_layers n_threads n_threads_batch
-    n_ubatch numa offload_kqv port root_path rope_freq_base rope_freq_scale rope_scaling_type
-    rpc_servers seed split_mode ssl_certfile ssl_keyfile tensor_split type_k type_v use_mlock
-    use_mmap verbose vocab_only yarn_attn_factor yarn_beta_fast yarn_beta_slow yarn_ext_factor
-    yarn_orig_ctx
-""".split())
+_SERVER_SETTING_NAMES = frozenset((
+    "api_key", "cache", "cache_size", "cache_type", "chat_format", "chat_template_kwargs",
+    "clip_model_path", "config_file", "disable_ping_events", "draft_model",
+    "draft_model_num_pred_tokens", "embedding", "flash_attn", "hf_model_repo_id",
+    "hf_pretrained_model_name_or_path", "hf_tokenizer_config_path", "host", "interrupt_requests",
+    "kv_overrides", "last_n_tokens_size", "logits_all", "lora_base", "lora_path", "main_gpu",
+    "model", "model_alias", "models", "mul_mat_q", "n_batch", "n_ctx", "n_gpu_layers",
+    "n_threads", "n_threads_batch", "n_ubatch", "numa", "offload_kqv", "port", "root_path",
+    "rope_freq_base", "rope_freq_scale", "rope_scaling_type", "rpc_servers", "seed", "split_mode",
+    "ssl_certfile", "ssl_keyfile", "tensor_split", "type_k", "type_v", "use_mlock", "use_mmap",
+    "verbose", "vocab_only", "yarn_attn_factor", "yarn_beta_fast", "yarn_beta_slow",
+    "yarn_ext_factor", "yarn_orig_ctx",
+))
 
 
 # urllib would send even loopback requests through $http_proxy unless $no_proxy lists the
@@ -296,7 +298,7 @@ class LlamaServer:
                     async with session.get(f"{self.url}/models") as response:
                         if response.status == 200:
                             return
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     pass  # not listening yet: the model is still loading
                 if time.monotonic() > deadline:
                     raise self._timed_out(timeout)
@@ -379,14 +381,14 @@ class LlamaServer:
         except FileNotFoundError:
             return []
 
-    def __enter__(self) -> LlamaServer:
+    def __enter__(self) -> Self:
         self.start_sync()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    async def __aenter__(self) -> LlamaServer:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

@@ -161,3 +161,21 @@ def test_real_server_losing_the_port_race(occupied_port: int, fake_model: Path, 
     with pytest.raises(LocalModelError) as error:
         server.start_sync(timeout=60)
     assert assert_one_line(error) == f"port {occupied_port} is already in use"
+
+
+def test_server_settings_in_the_environment_do_not_reach_the_server(
+        fake_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # llama_cpp.server would read API_KEY (and every other setting) from the environment:
+    # a stray one would make it demand a key from the engine.
+    monkeypatch.setenv("API_KEY", "stray-secret")
+    monkeypatch.setenv("Seed", "7")
+    monkeypatch.setenv("ENGINE_KEEP_ME", "yes")
+    python = fake_server(tmp_path, "env; echo done")
+    server = LlamaServer(fake_model, port=free_port(), python=python,
+                         log_path=tmp_path / "s.log")
+    server._launch()
+    assert server._process is not None
+    server._process.wait(10)
+    output = "\n".join(server.log_tail(500))
+    assert "ENGINE_KEEP_ME=yes" in output
+    assert "stray-secret" not in output and "Seed=" not in output
