@@ -49,6 +49,8 @@ async def run_review(graph: Graph, log_paths: list[Path], reviews_dir: Path, *, 
             report["judge"] = judged
     else:
         report["judge"] = {"skipped": "--no-judge" if judge_name else "no review.judge in the route graph"}
+    cited = {sid for finding in report["findings"] for sid in finding["sessions"]}
+    report["queries"] = {r["id"]: (r.get("user_query") or "")[:100] for r in records if r["id"] in cited}
     if propose:
         from engine.proposal import propose as draft_and_gate
 
@@ -84,8 +86,8 @@ def markdown(report: dict[str, Any]) -> str:
     if not report["findings"]:
         lines.append("None.")
     for finding in report["findings"]:
-        lines += [f"### {finding['kind']}: {finding['title']}", "", finding["detail"], "",
-                  "Sessions: " + ", ".join(f"`{sid}`" for sid in finding["sessions"]), ""]
+        lines += [f"### {finding['kind']}: {finding['title']}", "", finding["detail"], ""]
+        lines += [f"- `{sid}` {report['queries'].get(sid, '')!r}" for sid in finding["sessions"]] + [""]
     judge = report["judge"] or {}
     lines += ["## Judge", ""]
     if "skipped" in judge:
