@@ -8,10 +8,18 @@ engine does not know are ignored, not rejected: clients send all sorts of extras
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import RequestError
+
+# Deeper than any real request (tool schemas nest a dozen levels); deeper bodies would
+# exhaust Python's recursion limit in the JSON decoder or the session-log encoder.
+MAX_NESTING = 64
+# A lone UTF-16 surrogate (`"\ud800"`) parses, but is not Unicode text: it cannot be
+# written as UTF-8, so the session log (and most model servers) would fail on it.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 PART_TYPES_WITH_TEXT = {"text"}
@@ -56,11 +64,30 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         body = json.loads(raw)
     except UnicodeDecodeError:
         raise RequestError("request body is not UTF-8 text") from None
+    except RecursionError:
+        raise RequestError(f"request body is nested too deeply (more than {MAX_NESTING} levels)") from None
     except ValueError as exc:
         raise RequestError(f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise RequestError(f"request body must be a JSON object, not {type_name(body)}")
+    check_structure(body)
     return body
+
+
+def check_structure(body: dict[str, Any]) -> None:
+    """Reject JSON that parses but would break the engine further on: too deep, or not Unicode."""
+    pending: list[tuple[Any, int]] = [(body, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, str):
+            if LONE_SURROGATE.search(value):
+                raise RequestError("request body contains an unpaired UTF-16 surrogate escape "
+                                   "(\\ud800-\\udfff); text must be valid Unicode")
+        elif isinstance(value, (dict, list)):
+            if depth > MAX_NESTING:
+                raise RequestError(f"request body is nested too deeply (more than {MAX_NESTING} levels)")
+            children = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+            pending.extend((child, depth + 1) for child in children)
 
 
 def type_name(value: Any) -> str:
