@@ -113,3 +113,7 @@ benchmark: $(STAMP) ## Run the benchmark (bench/run.py); LIVE=1 measures the run
 .PHONY: review
 review: $(STAMP) ## Review logs/sessions into logs/reviews/ (findings, judge, candidate cases); fit for a nightly cron
 	$(BIN)/engine review logs/sessions
+
+.PHONY: soak
+soak: $(STAMP) ## Soak: 100,000 mixed requests against `engine serve` (about 20 min); memory, fds, session logs
+	$(BIN)/python bench/soak.py $(if $(REQUESTS),--requests $(REQUESTS),) --json bench/results/soak.json
