@@ -116,4 +116,4 @@ review: $(STAMP) ## Review logs/sessions into logs/reviews/ (findings, judge, ca
 
 .PHONY: soak
 soak: $(STAMP) ## Soak: 100,000 mixed requests against `engine serve` (about 20 min); memory, fds, session logs
-	$(BIN)/python bench/soak.py $(if $(REQUESTS),--requests $(REQUESTS),) --json bench/results/soak.json
+	$(BIN)/python bench/soak.py $(if $(REQUESTS),--requests $(REQUESTS),) --json logs/soak.json
