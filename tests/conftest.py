@@ -64,17 +64,25 @@ def env(backends) -> dict[str, str]:
     }
 
 
-def llm_graph(env: dict[str, str]):
-    """The shipped graph with its classifier set to the LLM method alone.
+def llm_routes_text() -> str:
+    """The shipped routes.yaml with its classifier set to the LLM method alone.
 
     Most tests drive routing through the fake classifier backend (`backends.classify_as`);
     with the shipped cascade, the similarity stage would decide clear queries before the
     classifier is asked. tests/test_cascade.py covers the shipped cascade itself.
     """
-    text = re.sub(r"(?m)^    method: \w+.*$", "    method: llm", (ROOT / "routes.yaml").read_text())
+    return re.sub(r"(?m)^    method: \w+.*$", "    method: llm", (ROOT / "routes.yaml").read_text())
+
+
+def llm_routes_file() -> Path:
+    """llm_routes_text() in a file; its templates resolve against the repository (root=ROOT)."""
     path = Path(tempfile.gettempdir()) / f"engine-tests-routes.llm.{os.getpid()}.yaml"
-    path.write_text(text)
-    return load_graph(path, env, root=ROOT)
+    path.write_text(llm_routes_text())
+    return path
+
+
+def llm_graph(env: dict[str, str]):
+    return load_graph(llm_routes_file(), env, root=ROOT)
 
 
 @pytest.fixture

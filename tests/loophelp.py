@@ -8,7 +8,7 @@ from pathlib import Path
 
 from engine.graph import Graph, load_graph
 from engine.loop import read_logs
-from tests.conftest import ROOT, session_logs
+from tests.conftest import ROOT, llm_routes_text, session_logs
 
 
 async def make_logs(client, backends, requests: list[tuple[str | list, str]],
@@ -35,7 +35,8 @@ def project_copy(tmp_path: Path) -> Path:
     """routes.yaml and prompts/ in a fresh folder, to edit without touching the repository."""
     target = tmp_path / "project"
     shutil.copytree(ROOT / "prompts", target / "prompts")
-    shutil.copy2(ROOT / "routes.yaml", target / "routes.yaml")
+    # The LLM-only classifier: these tests decide routes through the fake classifier backend.
+    (target / "routes.yaml").write_text(llm_routes_text())
     return target
 
 

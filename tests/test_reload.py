@@ -17,7 +17,7 @@ from engine.graph import load_graph
 from engine.reload import reload_graph
 from engine.settings import Settings
 from engine.state import STATE
-from tests.conftest import ROOT, read_sse
+from tests.conftest import ROOT, llm_routes_text, read_sse
 from tests.fakes import Answer
 
 
@@ -112,7 +112,7 @@ async def wait_until_up(url: str, proc) -> None:
 async def test_real_process_reloads_on_sighup_and_drains_on_sigterm(env, backends, tmp_path):
     routes = tmp_path / "routes.yaml"
     shutil.copytree(ROOT / "prompts", tmp_path / "prompts")
-    shutil.copy(ROOT / "routes.yaml", routes)
+    routes.write_text(llm_routes_text())  # the fake classifier decides the route
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = await asyncio.create_subprocess_exec(
