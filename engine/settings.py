@@ -24,6 +24,8 @@ ENV_VARS: dict[str, str] = {
     "XAI_MODEL": "(routes.yaml) cloud model name (default grok-4-1-fast-reasoning)",
     "XAI_API_KEY": "(routes.yaml) xAI API key; without it the cloud routes fall back to primary",
     "VIRTUAL_MODEL": "(routes.yaml) the one model clients see (default ai-router)",
+    "CLASSIFY_METHOD": "(routes.yaml) llm, similarity or cascade (default cascade; the embedded default uses similarity)",
+    "ENGINE_LOCAL_PORT": "port of the embedded local model server (default 8081)",
     "ENGINE_API_KEYS": "comma-separated keys; when set, every endpoint but /health needs one",
     "ENGINE_HOST": "address to listen on (default 127.0.0.1)",
     "ENGINE_PORT": "port to listen on (default 8000)",

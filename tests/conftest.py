@@ -71,7 +71,7 @@ def llm_routes_text() -> str:
     with the shipped cascade, the similarity stage would decide clear queries before the
     classifier is asked. tests/test_cascade.py covers the shipped cascade itself.
     """
-    return re.sub(r"(?m)^    method: \w+.*$", "    method: llm", (ROOT / "routes.yaml").read_text())
+    return re.sub(r"(?m)^    method: \S+.*$", "    method: llm", (ROOT / "routes.yaml").read_text())
 
 
 def llm_routes_file() -> Path:

@@ -26,7 +26,7 @@ needs_model = pytest.mark.skipif(not HAVE_EXTRA, reason="similarity extra not in
 
 
 def graph_with(tmp_path, env, *, method: str, threshold: float = 0.05):
-    text = re.sub(r"(?m)^    method: \w+.*$", f"    method: {method}", (ROOT / "routes.yaml").read_text())
+    text = re.sub(r"(?m)^    method: \S+.*$", f"    method: {method}", (ROOT / "routes.yaml").read_text())
     text = re.sub(r"(?m)^      threshold: [0-9.]+", f"      threshold: {threshold}", text)
     path = tmp_path / f"routes.{method}.yaml"
     path.write_text(text)
@@ -131,7 +131,7 @@ def test_similarity_method_without_the_extra_is_a_lint_error(monkeypatch, tmp_pa
 
     monkeypatch.setattr(similarity, "check_available", unavailable)
     for method, is_error in (("similarity", True), ("cascade", False)):
-        text = re.sub(r"(?m)^    method: \w+.*$", f"    method: {method}", (ROOT / "routes.yaml").read_text())
+        text = re.sub(r"(?m)^    method: \S+.*$", f"    method: {method}", (ROOT / "routes.yaml").read_text())
         path = tmp_path / "r.yaml"
         path.write_text(text)
         graph, problems, warnings = read_graph(path, env, root=ROOT, prepare=False)
@@ -152,7 +152,7 @@ def test_cascade_without_the_extra_classifies_with_the_llm_alone(monkeypatch, tm
 def test_examples_directory_is_checked(tmp_path, env):
     text = (ROOT / "routes.yaml").read_text().replace("examples: prompts/routing/examples",
                                                       "examples: prompts/routing/nope")
-    text = re.sub(r"(?m)^    method: \w+.*$", "    method: cascade", text)
+    text = re.sub(r"(?m)^    method: \S+.*$", "    method: cascade", text)
     path = tmp_path / "r.yaml"
     path.write_text(text)
     _, problems, _ = read_graph(path, env, root=ROOT, prepare=False)

@@ -1,5 +1,8 @@
 """Run the HTTP server on a graph that lints clean (it refuses to start otherwise).
 
+`--embedded` first starts a local model server (llama.cpp + Gemma 3 270M, engine.embedded)
+for the router and primary backends, and stops it when the engine exits.
+
 One process serves by default. `ENGINE_WORKERS=N` forks N worker processes after the
 graph has linted; each opens its own listening socket on the same port with
 SO_REUSEPORT, and the kernel spreads connections over them. Each worker has its own
@@ -27,9 +30,30 @@ def add_arguments(parser) -> None:
     parser.add_argument("--host", help="address to listen on (default: $ENGINE_HOST or 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default: $ENGINE_PORT or 8000)")
     parser.add_argument("--routes", type=Path, help="route graph (default: $ROUTES_FILE or routes.yaml)")
+    parser.add_argument("--embedded", action="store_true",
+                        help="start a local model server (llama.cpp, Gemma 3 270M) for router and primary")
 
 
 def run(args, settings) -> int:
+    local_server = None
+    if args.embedded:
+        from engine import embedded
+
+        try:
+            local_server, local_env = embedded.start(settings.session_log_dir.parent)
+        except embedded.LocalModelError as exc:
+            print(f"engine: cannot start the local model server: {exc}", file=sys.stderr)
+            return 1
+        os.environ.update(local_env)
+    try:
+        return serve(args, settings)
+    finally:
+        if local_server is not None:
+            local_server.stop()
+            print("engine: local model server stopped", flush=True)
+
+
+def serve(args, settings) -> int:
     path = args.routes or settings.routes_file
     graph = load_or_report(path)
     if graph is None:
