@@ -15,6 +15,7 @@ classification latency p50/p95.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections import Counter, defaultdict
@@ -25,7 +26,7 @@ import aiohttp
 
 from engine.context import RequestContext
 from engine.errors import EngineError
-from engine.graph import Graph
+from engine.graph import Graph, Node
 from engine.loop import decided_route, label_routes, review_config
 from engine.runner import run_graph
 from engine.validation import validate_chat
@@ -82,6 +83,7 @@ async def run_case(graph: Graph, case: dict[str, Any], session) -> dict[str, Any
     classification = ctx.classification or {}
     reason = classification.get("reason") or ""
     return {"route": decided_route(graph, steps, ctx.route), "classified": classify is not None,
+            "llm_asked": bool(classify and classify.get("provider")),
             "label": classification.get("label"), "raw": classification.get("raw"),
             "ms": classification.get("ms") if classify else None,
             "invalid": "names no declared label" in reason,
@@ -151,7 +153,66 @@ def score(results: list[dict[str, Any]], strength: dict[str, float]) -> dict[str
         "invalid_rate": round(sum(r["invalid"] for r in classified) / len(classified), 4) if classified else None,
         "timeout_rate": round(sum(r["timeout"] for r in classified) / len(classified), 4) if classified else None,
         "latency_ms": {"p50": percentile(latencies, 50), "p95": percentile(latencies, 95)},
+        "llm_share": round(sum(bool(r.get("llm_asked")) for r in classified) / len(classified), 4)
+        if classified else None,
     }
+
+
+METHODS = ("llm", "similarity", "cascade")
+
+
+def with_method(graph: Graph, method: str) -> Graph | None:
+    """`graph` with every classify node switched to `method`; None if a node cannot run it
+    (no `similarity` block for similarity/cascade, no backend for llm)."""
+    from engine.nodes import NODES
+
+    nodes = {}
+    for name, node in graph.nodes.items():
+        if node.type != "classify":
+            nodes[name] = node
+            continue
+        params = {**node.params, "method": method}
+        if method != "llm" and "similarity" not in params or method != "similarity" and "backend" not in params:
+            return None
+        nodes[name] = Node(name, node.type, params)
+    changed = dataclasses.replace(graph, nodes=nodes)
+    for node in nodes.values():
+        if node.type == "classify":
+            node.prepared = NODES["classify"].prepare(node, changed)
+    return changed
+
+
+async def compare_methods(graph: Graph, cases: list[dict[str, Any]], name: str,
+                          methods=METHODS) -> dict[str, Any]:
+    """Evaluate the same cases with each classify method; {method: report or None}."""
+    reports = {}
+    for method in methods:
+        variant = with_method(graph, method)
+        reports[method] = await evaluate(variant, cases, name) if variant is not None else None
+    return {"cases": name, "graph": str(graph.path), "methods": reports}
+
+
+def format_comparison(comparison: dict[str, Any]) -> str:
+    reports = {m: r for m, r in comparison["methods"].items() if r is not None}
+    routes = sorted({route for r in reports.values() for route in r["per_route"]})
+    head = f"{'method':<11}{'accuracy':>9}" + "".join(f"{'R ' + r:>10}" for r in routes)
+    head += f"{'under':>7}{'over':>6}{'p50 ms':>8}{'p95 ms':>8}{'LLM asked':>10}"
+    lines = [f"cases: {comparison['cases']}   graph: {comparison['graph']}   (R = recall per route)", head]
+    for method, r in reports.items():
+        row = f"{method:<11}{_pct(r['accuracy']):>9}"
+        row += "".join(f"{_pct((r['per_route'].get(route) or {}).get('recall')):>10}" for route in routes)
+        lat = r["latency_ms"]
+        row += (f"{len(r['under_routing']):>7}{len(r['over_routing']):>6}{_fmt(lat['p50']):>8}{_fmt(lat['p95']):>8}"
+                f"{_pct(r['llm_share']):>10}")
+        lines.append(row)
+    for method, r in comparison["methods"].items():
+        if r is None:
+            lines.append(f"{method:<11}(not available for this graph)")
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def _pct(value: float | None) -> str:
@@ -176,5 +237,6 @@ def format_report(report: dict[str, Any]) -> str:
                          f"  {str(miss['query'])[:70]!r}")
     lat = report["latency_ms"]
     lines += ["", f"classifier ({report['classified']} cases classified): invalid output {_pct(report['invalid_rate'])}, "
-              f"timeouts {_pct(report['timeout_rate'])}, latency p50 {lat['p50']} ms, p95 {lat['p95']} ms"]
+              f"timeouts {_pct(report['timeout_rate'])}, latency p50 {lat['p50']} ms, p95 {lat['p95']} ms, "
+              f"LLM asked for {_pct(report['llm_share'])}"]
     return "\n".join(lines)

@@ -157,3 +157,23 @@ def test_examples_directory_is_checked(tmp_path, env):
     path.write_text(text)
     _, problems, _ = read_graph(path, env, root=ROOT, prepare=False)
     assert any("examples directory 'prompts/routing/nope' does not exist" in str(p) for p in problems)
+
+
+@needs_model
+async def test_eval_compares_the_methods_side_by_side(env, graph, backends, tmp_path):
+    from engine.evaluate import compare_methods, format_comparison
+
+    backends.classify_as("MODERATE")  # an LLM classifier that always says MODERATE
+    cases = [{"query": "hi there!", "label": "SIMPLE", "line": 1},
+             {"query": "what's the weather in Paris today?", "label": "ENRICH", "line": 2},
+             {"query": "write a python function that merges two sorted lists", "label": "MODERATE", "line": 3}]
+    shipped = graph_with(tmp_path, env, method="cascade")
+    comparison = await compare_methods(shipped, cases, "three.jsonl")
+    llm, sim, cascade = (comparison["methods"][m] for m in ("llm", "similarity", "cascade"))
+    assert llm["accuracy"] == round(1 / 3, 4) and llm["llm_share"] == 1.0
+    assert len(llm["under_routing"]) == 1 and len(llm["over_routing"]) == 1  # SIMPLE->primary, ENRICH->primary
+    assert sim["accuracy"] == 1.0 and sim["llm_share"] == 0.0
+    assert cascade["accuracy"] == 1.0 and cascade["llm_share"] == 0.0
+    assert len(backends.calls("router", classifier=True)) == 3  # only the llm run asked it
+    table = format_comparison(comparison)
+    assert "cascade" in table and "LLM asked" in table and "100.0%" in table

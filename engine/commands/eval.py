@@ -17,20 +17,28 @@ from engine.commands import load_or_report
 def add_arguments(parser) -> None:
     parser.add_argument("--routes", type=Path, help="route graph (default: $ROUTES_FILE or routes.yaml)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--compare", action="store_true",
+                        help="score each classify method (llm, similarity, cascade) side by side")
     parser.add_argument("cases", type=Path, help="labelled cases, e.g. eval/cases/dev.jsonl")
 
 
 def run(args, settings) -> int:
-    from engine.evaluate import CaseError, evaluate, format_report, load_cases
+    from engine.evaluate import CaseError, compare_methods, evaluate, format_comparison, format_report, load_cases
 
     graph = load_or_report(args.routes or settings.routes_file)
     if graph is None:
         return 1
     try:
         cases = load_cases(args.cases)
-        report = asyncio.run(evaluate(graph, cases, str(args.cases)))
+        if args.compare:
+            report = asyncio.run(compare_methods(graph, cases, str(args.cases)))
+        else:
+            report = asyncio.run(evaluate(graph, cases, str(args.cases)))
     except CaseError as err:
         print(f"engine eval: {err}", file=sys.stderr)
         return 2
-    print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else format_report(report))
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        print(format_comparison(report) if args.compare else format_report(report))
     return 0
