@@ -102,20 +102,25 @@ def admit(backend: Backend, breaker: Breaker | None) -> None:
                            f"{breaker.retry_in():.0f} s (circuit open)", backend=backend.name)
 
 
-async def complete(session: aiohttp.ClientSession, backend: Backend, body: dict[str, Any],
-                   *, timeout: float | None = None, breaker: Breaker | None = None) -> dict[str, Any]:
-    """One non-streamed chat completion; returns the response JSON."""
-    headers = headers_for(backend)
+async def guarded(backend: Backend, breaker: Breaker | None, call):
+    """Run `call()` through the backend's circuit breaker: fail fast while open, count the outcome."""
     admit(backend, breaker)
     try:
-        data = await _complete(session, backend, body, headers, timeout)
+        result = await call()
     except BackendError as err:
         if breaker is not None:
             breaker.failure(err.kind)
         raise
     if breaker is not None:
         breaker.success()
-    return data
+    return result
+
+
+async def complete(session: aiohttp.ClientSession, backend: Backend, body: dict[str, Any],
+                   *, timeout: float | None = None, breaker: Breaker | None = None) -> dict[str, Any]:
+    """One non-streamed chat completion; returns the response JSON."""
+    headers = headers_for(backend)
+    return await guarded(backend, breaker, lambda: _complete(session, backend, body, headers, timeout))
 
 
 async def _complete(session, backend: Backend, body: dict[str, Any], headers: dict[str, str],
@@ -223,16 +228,7 @@ async def open_stream(session: aiohttp.ClientSession, backend: Backend, body: di
                       breaker: Breaker | None = None) -> UpstreamStream:
     headers = headers_for(backend)
     headers["Accept"] = "text/event-stream"
-    admit(backend, breaker)
-    try:
-        stream = await _open_stream(session, backend, body, headers, breaker)
-    except BackendError as err:
-        if breaker is not None:
-            breaker.failure(err.kind)
-        raise
-    if breaker is not None:
-        breaker.success()
-    return stream
+    return await guarded(backend, breaker, lambda: _open_stream(session, backend, body, headers, breaker))
 
 
 async def _open_stream(session, backend: Backend, body: dict[str, Any], headers: dict[str, str],
