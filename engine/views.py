@@ -60,7 +60,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         finish(state, ctx, status=200, outcome=outcome, error=error, usage=usage)
         return response
     response, usage = json_reply(reply, ctx, graph.virtual_model)
-    finish(state, ctx, status=200, outcome="ok", error=None, usage=usage)
+    # Send the answer first, then close the books: the client need not wait for the
+    # session record, /stats and the log line (about 0.1 ms a request, bench/README.md).
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+    except ConnectionError:
+        pass  # the client left; aiohttp notes it as it does for any response it cannot send
+    finally:
+        finish(state, ctx, status=200, outcome="ok", error=None, usage=usage)
     return response
 
 
