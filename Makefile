@@ -138,8 +138,8 @@ test-live: ## Check a running stack at ENGINE_URL: health, models, each route, s
 	ENGINE_URL=$(ENGINE_URL) $(PYTHON) scripts/test_live.py
 
 .PHONY: benchmark
-benchmark: $(STAMP) ## Run the benchmark (bench/run.py); LIVE=1 measures the running stack
-	$(BIN)/python bench/run.py $(if $(LIVE),--live,)
+benchmark: $(STAMP) ## Run the benchmark (bench/README.md); LIVE=1: the running stack; LONG=1: +100k-request RSS run
+	$(BIN)/python bench/run.py $(if $(LIVE),--live --engine-url $(ENGINE_URL),) $(if $(LONG),--long-requests 100000,)
 
 .PHONY: review
 review: $(STAMP) ## Review logs/sessions into logs/reviews/ (findings, judge, candidate cases); fit for a nightly cron
