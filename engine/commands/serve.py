@@ -18,6 +18,7 @@ on the benchmark's 2-core machine it did not measure faster (bench/README.md).
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -96,6 +97,7 @@ def serve_one(settings, graph, host: str, port: int, reuse_port: bool = False) -
     configure(settings.log_level)
     app = create_app(settings, graph)
     app.on_startup.append(reload.install)
+    tune_gc()
     try:
         # On SIGTERM aiohttp stops accepting, then gives in-flight requests (streams included)
         # up to `shutdown_timeout` to finish; session logs are flushed in the app's cleanup.
@@ -106,6 +108,20 @@ def serve_one(settings, graph, host: str, port: int, reuse_port: bool = False) -
         print(f"engine: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def tune_gc() -> None:
+    """Fewer, cheaper cyclic-GC passes while serving.
+
+    Everything alive at start-up (modules, the graph, compiled templates) is moved out of
+    the collector's sight with `gc.freeze()`, and the youngest generation is collected
+    every 20,000 container allocations instead of 700: a request allocates hundreds, and
+    almost all of it is freed by reference counting anyway. Measured in bench/: about
+    15 % less CPU per request at 16 clients, RSS still flat over 100k requests.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 10, 10)
 
 
 def serve_workers(settings, graph, host: str, port: int, workers: int) -> int:
