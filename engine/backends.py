@@ -72,8 +72,14 @@ def retry_after_seconds(value: str | None) -> float | None:
         return None
 
 
+def redact(text: str, backend: Backend) -> str:
+    """Blank out the backend's key if an upstream message echoes it (some providers do, on a 401)."""
+    key = backend.api_key()
+    return text.replace(key, "[redacted]") if key and len(key) >= 4 else text
+
+
 def _status_error(backend: Backend, status: int, payload: bytes, headers=None) -> BackendError:
-    message = _upstream_message(payload)
+    message = redact(_upstream_message(payload), backend)
     if status == 429:
         kind = "http_429"
     elif status >= 500:
@@ -189,7 +195,7 @@ class UpstreamStream:
                                    "stream chunk", backend=self.backend.name)
             if "error" in chunk:
                 raise BackendError("http_5xx", f"backend {self.backend.name!r} reported mid-stream: "
-                                   f"{_upstream_message(data)}", backend=self.backend.name)
+                                   f"{redact(_upstream_message(data), self.backend)}", backend=self.backend.name)
             for choice in chunk.get("choices") or ():
                 if isinstance(choice, dict) and choice.get("finish_reason"):
                     self.finished = True
