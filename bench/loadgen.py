@@ -61,7 +61,7 @@ def run_wrk(url: str, body: str, concurrency: int, duration_s: int, *, timeout_s
         script.write(WRK_LUA % {"body": body, "headers": lua_headers})
     try:
         proc = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, int(duration_s))}s",
-                               f"--timeout", f"{timeout_s}s", "-s", script.name, url],
+                               "--timeout", f"{timeout_s}s", "-s", script.name, url],
                               capture_output=True, text=True, timeout=duration_s + timeout_s + 30)
     finally:
         Path(script.name).unlink(missing_ok=True)
@@ -204,7 +204,7 @@ async def stream_load(url: str, body: bytes, concurrency: int, streams: int, dur
             buffer = bytearray()
             done = False
 
-            def on_data(data: bytes) -> None:
+            def on_data(data: bytes, buffer: bytearray = buffer, arrivals: list[float] = arrivals) -> None:
                 nonlocal done
                 now = time.perf_counter()
                 buffer.extend(data)
