@@ -52,12 +52,12 @@ def prepare(node, graph) -> dict[str, Any]:
 
 def outgoing_messages(node, ctx: RequestContext) -> list[dict[str, Any]]:
     p, templates = node.params, node.prepared["templates"]
-    values = ctx.template_values()
     if p.get("messages"):
+        values = ctx.template_values()
         return [{"role": m["role"], "content": templates.render(m["template"], values)} for m in p["messages"]]
     messages = [dict(m) for m in ctx.messages]
     if p.get("system"):
-        messages = with_system(messages, templates.render(p["system"], values))
+        messages = with_system(messages, templates.render(p["system"], ctx.template_values()))
     return messages
 
 
