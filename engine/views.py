@@ -48,6 +48,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         response = error_response(err)
         response.headers["x-engine-session"] = ctx.id
         return response
+    except Exception as exc:
+        # A bug of ours: the error middleware answers a generic 500 and logs the traceback;
+        # the session log must still record that this request failed, and how.
+        finish(state, ctx, status=500, outcome="error", error=f"internal error: {type(exc).__name__}: {exc}")
+        raise
 
     if reply.stream is not None:
         try:

@@ -100,3 +100,18 @@ async def test_unknown_paths_and_methods_are_openai_shaped(client, method, path,
     assert resp.status == status
     data = await resp.json()
     assert data["error"]["message"] and data["error"]["type"] == "invalid_request_error"
+
+
+async def test_an_internal_error_is_a_generic_500_and_still_logged(client, backends, monkeypatch):
+    import engine.views
+
+    async def broken(graph, ctx):
+        raise ZeroDivisionError("a bug in a node")
+
+    monkeypatch.setattr(engine.views, "run_graph", broken)
+    resp = await client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+    assert resp.status == 500
+    data = await resp.json()
+    assert data["error"]["type"] == "server_error" and "ZeroDivisionError" not in data["error"]["message"]
+    [log] = await session_logs(client)
+    assert log["outcome"] == "error" and log["status"] == 500 and "ZeroDivisionError" in log["error"]
