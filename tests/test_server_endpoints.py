@@ -73,3 +73,13 @@ async def test_api_key_guards_chat(locked_client, backends):
     assert backends.calls("router") == []
     resp = await locked_client.post("/v1/chat/completions", json=body, headers={"Authorization": "Bearer k1"})
     assert resp.status == 200
+
+
+def test_stats_window_keeps_only_the_last_values():
+    from engine.stats import Window, percentiles
+
+    window = Window(size=4)
+    for value in range(1, 11):
+        window.append(float(value))
+    assert sorted(window) == [7.0, 8.0, 9.0, 10.0] and len(window) == 4
+    assert percentiles(window)["p50"] == 9.0
