@@ -20,20 +20,32 @@ from engine.runner import run_graph
 from engine.validation import validate_chat
 
 
+async def trace_request(graph: Graph, body: dict[str, Any], *, session, label: str | None = None,
+                        headers: Mapping[str, str] | None = None, classifier_cache=None,
+                        received_at=None) -> tuple[RequestContext, str | None]:
+    """Run one request body through `graph` in dry-run mode: the shared core of `engine dry-run`,
+    `engine replay` and `engine eval`. Returns the context (its trace, route, classification)
+    and the error that ended the walk, if any. Raises RequestError for a malformed body."""
+    chat = validate_chat(body)
+    ctx = RequestContext(messages=list(chat.messages), params=chat.params, stream=chat.stream,
+                         body=chat.body, headers=headers if headers is not None else {}, dry_run=True,
+                         forced_label=label, classifier_cache=classifier_cache, session=session)
+    if received_at is not None:
+        ctx.received_at = received_at
+    error = None
+    try:
+        await run_graph(graph, ctx)
+    except EngineError as err:
+        error = str(err)
+    for step in ctx.trace:
+        step.finish()
+    return ctx, error
+
+
 async def dry_run(graph: Graph, body: dict[str, Any], *, label: str | None = None,
                   headers: Mapping[str, str] | None = None) -> dict[str, Any]:
-    chat = validate_chat(body)
     async with aiohttp.ClientSession() as session:
-        ctx = RequestContext(messages=list(chat.messages), params=chat.params, stream=chat.stream,
-                             body=chat.body, headers=dict(headers or {}), dry_run=True,
-                             forced_label=label, session=session)
-        error = None
-        try:
-            await run_graph(graph, ctx)
-        except EngineError as err:
-            error = str(err)
-        for step in ctx.trace:
-            step.finish()
+        ctx, error = await trace_request(graph, body, session=session, label=label, headers=dict(headers or {}))
     return {
         "graph": str(graph.path),
         "query": ctx.query,

@@ -24,12 +24,9 @@ from typing import Any
 
 import aiohttp
 
-from engine.context import RequestContext
-from engine.errors import EngineError
+from engine.dryrun import trace_request
 from engine.graph import Graph, Node
 from engine.loop import decided_route, label_routes, review_config
-from engine.runner import run_graph
-from engine.validation import validate_chat
 
 
 class CaseError(ValueError):
@@ -71,13 +68,7 @@ def expected_route(case: dict[str, Any], routes_by_label: dict[str, str], routes
 
 async def run_case(graph: Graph, case: dict[str, Any], session) -> dict[str, Any]:
     messages = case.get("messages") or [{"role": "user", "content": case.get("query", "")}]
-    chat = validate_chat({"messages": messages})
-    ctx = RequestContext(messages=list(chat.messages), params=chat.params, body=chat.body,
-                         dry_run=True, session=session)
-    try:
-        await run_graph(graph, ctx)
-    except EngineError:
-        pass
+    ctx, _ = await trace_request(graph, {"messages": messages}, session=session)
     steps = [step.as_dict() for step in ctx.trace]
     classify = next((s for s in steps if s["type"] == "classify"), None)
     classification = ctx.classification or {}

@@ -20,12 +20,10 @@ from typing import Any
 import aiohttp
 from multidict import CIMultiDict
 
-from engine.context import RequestContext
+from engine.dryrun import trace_request
 from engine.errors import EngineError
 from engine.graph import Graph
 from engine.loop import decided_route, replayable
-from engine.runner import run_graph
-from engine.validation import validate_chat
 
 
 def logged_answers(record: dict[str, Any]):
@@ -46,19 +44,13 @@ def logged_answers(record: dict[str, Any]):
 
 async def replay_record(graph: Graph, record: dict[str, Any], session) -> dict[str, Any]:
     request = record["request"]
-    chat = validate_chat({**(request.get("params") or {}), "messages": request["messages"]})
-    ctx = RequestContext(messages=list(chat.messages), params=chat.params, stream=chat.stream,
-                         body=chat.body, headers=CIMultiDict(request.get("headers") or {}), dry_run=True,
-                         classifier_cache=logged_answers(record), session=session)
     try:
-        ctx.received_at = datetime.fromisoformat(record["timestamp"])
+        received_at = datetime.fromisoformat(record["timestamp"])
     except (KeyError, TypeError, ValueError):
-        pass
-    error = None
-    try:
-        await run_graph(graph, ctx)
-    except EngineError as err:
-        error = str(err)
+        received_at = None
+    ctx, error = await trace_request(graph, {**(request.get("params") or {}), "messages": request["messages"]},
+                                     session=session, headers=CIMultiDict(request.get("headers") or {}),
+                                     classifier_cache=logged_answers(record), received_at=received_at)
     steps = [step.as_dict() for step in ctx.trace]
     classify = next((s for s in steps if s["type"] == "classify"), None)
     return {"route": decided_route(graph, steps, ctx.route), "classification": ctx.classification,
