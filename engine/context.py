@@ -15,7 +15,6 @@ from typing import Any, Callable, Mapping
 
 import aiohttp
 
-from engine.errors import BackendError
 
 
 def text_of(content: Any) -> str:
@@ -148,7 +147,3 @@ class RequestContext:
 
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 2)
-
-
-def error_kind_of(err: Exception) -> str:
-    return err.kind if isinstance(err, BackendError) else type(err).__name__

@@ -56,15 +56,25 @@ class Node:
 
     def edges(self) -> dict[str, str]:
         """Every outgoing edge, by edge name (labels, meta/other, next, fallback)."""
-        out: dict[str, str] = {}
-        if isinstance(self.params.get("edges"), dict):
-            out.update({str(k): v for k, v in self.params["edges"].items() if isinstance(v, str)})
-        if isinstance(self.params.get("next"), str):
-            out["next"] = self.params["next"]
-        fallback = self.params.get("fallback")
-        if isinstance(fallback, dict) and isinstance(fallback.get("to"), str):
-            out["fallback"] = fallback["to"]
-        return out
+        return {key_path[-1] if key_path[0] == "edges" else key_path[0]: target
+                for key_path, target in outgoing_edges(self.params)}
+
+
+def outgoing_edges(spec: dict[str, Any]) -> list[tuple[tuple[str, ...], str]]:
+    """(key path inside the node, target) for every outgoing edge of a node spec.
+
+    The one definition of where edges live: `edges` (labels, meta/other), `next`, `fallback.to`.
+    Lint walks it for checks on raw specs; the runner for `Node.edges()`.
+    """
+    out: list[tuple[tuple[str, ...], str]] = []
+    if isinstance(spec.get("edges"), dict):
+        out += [(("edges", str(k)), v) for k, v in spec["edges"].items() if isinstance(v, str)]
+    if isinstance(spec.get("next"), str):
+        out.append((("next",), spec["next"]))
+    fallback = spec.get("fallback")
+    if isinstance(fallback, dict) and isinstance(fallback.get("to"), str):
+        out.append((("fallback", "to"), fallback["to"]))
+    return out
 
 
 @dataclass

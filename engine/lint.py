@@ -24,6 +24,7 @@ import jinja2
 import jsonschema
 from referencing import Registry, Resource
 
+from engine.graph import outgoing_edges
 from engine.templates import TemplateSet
 from engine.yamlsource import Problem, SourceMap
 
@@ -49,10 +50,6 @@ def schema_validator() -> jsonschema.protocols.Validator:
     registry = Registry().with_resources(resources)
     cls = jsonschema.validators.validator_for(routes_schema)
     return cls(routes_schema, registry=registry)
-
-
-def node_schema(node_type: str) -> dict[str, Any]:
-    return json.loads((SCHEMA_DIR / "nodes" / f"{node_type}.json").read_text())
 
 
 def check(data: Any, smap: SourceMap, templates: TemplateSet, env: Mapping[str, str]) -> list[Problem]:
@@ -127,19 +124,6 @@ def _typed_nodes(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
             if isinstance(spec, dict) and spec.get("type") in NODES}
 
 
-def node_edges(spec: dict[str, Any]) -> list[tuple[tuple[str, ...], str]]:
-    """(key path inside the node, target) for every outgoing edge of a node spec."""
-    out = []
-    if isinstance(spec.get("edges"), dict):
-        out += [(("edges", str(k)), v) for k, v in spec["edges"].items() if isinstance(v, str)]
-    if isinstance(spec.get("next"), str):
-        out.append((("next",), spec["next"]))
-    fallback = spec.get("fallback")
-    if isinstance(fallback, dict) and isinstance(fallback.get("to"), str):
-        out.append((("fallback", "to"), fallback["to"]))
-    return out
-
-
 def graph_problems(data: dict[str, Any], smap: SourceMap, root: Path) -> list[Problem]:
     from engine.nodes import NODES
 
@@ -154,7 +138,7 @@ def graph_problems(data: dict[str, Any], smap: SourceMap, root: Path) -> list[Pr
 
     successors: dict[str, set[str]] = {name: set() for name in nodes}
     for name, spec in nodes.items():
-        for key_path, target in node_edges(spec):
+        for key_path, target in outgoing_edges(spec):
             if target not in data["nodes"]:
                 problems.append(smap.problem(("nodes", name) + key_path,
                                              f"edge to missing node {target!r}{did_you_mean(target, names)}"))
@@ -197,7 +181,7 @@ def available_variables(data: dict[str, Any]) -> dict[str, set[str]]:
     nodes = _typed_nodes(data)
     preds: dict[str, set[str]] = {name: set() for name in nodes}
     for name, spec in nodes.items():
-        for _, target in node_edges(spec):
+        for _, target in outgoing_edges(spec):
             if target in preds:
                 preds[target].add(name)
     try:

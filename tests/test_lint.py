@@ -38,6 +38,8 @@ def test_valid_fixture_is_clean():
                            "call-backend, inject-context (did you mean 'call-backend'?)"]),
     ("missing-node.yaml", ["missing-node.yaml:15:16: nodes.classify.edges.A: edge to missing node 'answer-aa' "
                            "(did you mean 'answer-a'?)"]),
+    ("fallback-to-missing.yaml", ["fallback-to-missing.yaml:16:65: nodes.answer-a.fallback.to: edge to missing node "
+                                  "'answer-bb' (did you mean 'answer-b'?)"]),
     ("unknown-backend.yaml", ["nodes.answer-a.backend: no backend named 'locl' (did you mean 'local'?)"]),
     ("unreachable.yaml", ["unreachable.yaml:20:11: nodes.orphan: unreachable: no path from start node 'classify'"]),
     ("cycle.yaml", ["nodes.fetch: cycle: fetch -> inject -> fetch"]),

@@ -38,14 +38,19 @@ THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 
 def prepare(node, graph) -> dict[str, Any]:
     p = node.params
-    labels = p["labels"]
-    pattern = re.compile(r"(?<![A-Za-z0-9_])(" + "|".join(map(re.escape, labels)) + r")(?![A-Za-z0-9_])",
-                         re.IGNORECASE)
-    prepared: dict[str, Any] = {"backend": graph.backends.get(p.get("backend")), "pattern": pattern,
-                                "templates": graph.templates, "similarity": None, "similarity_off": None}
+    prepared: dict[str, Any] = {"backend": graph.backends.get(p.get("backend")),
+                                "pattern": label_pattern(p["labels"]), "templates": graph.templates,
+                                "similarity": None, "similarity_off": None,
+                                "threshold": similarity_stage.settings(p)["threshold"]}
     if p.get("method", "llm") != "llm":
         prepared["similarity"], prepared["similarity_off"] = similarity_stage.prepare(p, graph.root)
     return prepared
+
+
+def label_pattern(labels: list[str]) -> re.Pattern[str]:
+    """Any declared label as a whole word, case-insensitive."""
+    return re.compile(r"(?<![A-Za-z0-9_])(" + "|".join(map(re.escape, labels)) + r")(?![A-Za-z0-9_])",
+                      re.IGNORECASE)
 
 
 def parse_label(raw: str, labels: list[str], pattern: re.Pattern[str] | None = None) -> str | None:
@@ -64,8 +69,7 @@ def parse_label(raw: str, labels: list[str], pattern: re.Pattern[str] | None = N
                 if isinstance(value.get(key), str) and value[key].strip().lower() in by_lower:
                     return by_lower[value[key].strip().lower()]
     if pattern is None:
-        pattern = re.compile(r"(?<![A-Za-z0-9_])(" + "|".join(map(re.escape, labels)) + r")(?![A-Za-z0-9_])",
-                             re.IGNORECASE)
+        pattern = label_pattern(labels)
     # The first label the answer names wins: "COMPLEX. Not SIMPLE because ..." -> COMPLEX.
     match = pattern.search(text)
     return by_lower[match.group(1).lower()] if match else None
@@ -91,7 +95,7 @@ async def run(node, ctx: RequestContext) -> NodeResult:
         if prepared["similarity"] is not None:
             sim = await similarity_stage.score(prepared["similarity"], ctx.messages)
             step.detail["similarity"] = sim.as_dict()
-        threshold = similarity_stage.settings(p)["threshold"]
+        threshold = prepared["threshold"]
         if sim is not None and (method == "similarity" or sim.margin >= threshold):
             raw, label, source = None, sim.label, "similarity"
             reason = None if method == "similarity" else f"margin {sim.margin:.3f} >= {threshold}"
