@@ -1,7 +1,7 @@
 """The aiohttp application: one factory used by `engine serve` and by every test.
 
-State lives in one `AppState` under a typed app key. The shared `ClientSession` (one
-per process, pooled connections to every backend) and the session-log writer are
+State lives in one `AppState` under a typed app key. The shared upstream `Client` (one
+per process, pooled connections to every backend, engine.upstream) and the session-log writer are
 resources with a lifetime, opened and closed in `cleanup_ctx`.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import aiohttp
 import structlog
 from aiohttp import web
 
@@ -20,6 +19,7 @@ from engine.respond import error_response
 from engine.sessionlog import SessionLogWriter
 from engine.settings import Settings
 from engine.state import STATE, AppState
+from engine.upstream import Client
 
 log = structlog.get_logger("engine")
 
@@ -80,8 +80,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 async def _resources(app: web.Application):
     state = app[STATE]
-    state.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256),
-                                          timeout=aiohttp.ClientTimeout(total=None))
+    state.upstream = Client()
     state.writer = SessionLogWriter(state.settings.session_log_dir, state.settings.session_log_max_days,
                                     state.settings.session_log_max_files)
     await state.writer.start()
@@ -89,4 +88,4 @@ async def _resources(app: web.Application):
     if state.watcher is not None:
         state.watcher.cancel()
     await state.writer.close()
-    await state.session.close()
+    await state.upstream.close()

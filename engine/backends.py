@@ -1,4 +1,4 @@
-"""Talking to OpenAI-compatible backends (vLLM, llama.cpp's server, xAI) over one session.
+"""Talking to OpenAI-compatible backends (vLLM, llama.cpp's server, xAI) over one client.
 
 `complete()` makes a non-streamed call and returns the parsed JSON. `open_stream()`
 sends a streamed call and waits for the *first* chunk before returning: a failure up to
@@ -19,16 +19,17 @@ import time
 from email.utils import parsedate_to_datetime
 from typing import Any, AsyncIterator
 
-import aiohttp
-
-try:  # orjson parses stream chunks several times faster; the stdlib does the same job without it
+try:  # orjson parses and writes JSON several times faster; the stdlib does the same job without it
+    import orjson
     from orjson import loads
 except ImportError:  # pragma: no cover - orjson is a dependency, but the engine runs without it
+    orjson = None
     from json import loads
 
 from engine.breaker import Breaker
 from engine.errors import BackendError
 from engine.graph import Backend
+from engine.upstream import Client, Response
 
 # How model servers word "your prompt is too long" (vLLM, llama.cpp, OpenAI-style APIs).
 CONTEXT_LENGTH = re.compile(
@@ -47,6 +48,16 @@ def headers_for(backend: Backend) -> dict[str, str]:
     if key:
         headers["Authorization"] = f"Bearer {key}"
     return headers
+
+
+def encode_body(body: dict[str, Any]) -> bytes:
+    """The request body as compact UTF-8 JSON (orjson; the stdlib for what it refuses)."""
+    if orjson is not None:
+        try:
+            return orjson.dumps(body)
+        except TypeError:  # an integer beyond 64 bits, a non-string key
+            pass
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def _upstream_message(payload: bytes) -> str:
@@ -127,29 +138,31 @@ async def guarded(backend: Backend, breaker: Breaker | None, call):
     return result
 
 
-async def complete(session: aiohttp.ClientSession, backend: Backend, body: dict[str, Any],
+async def complete(client: Client, backend: Backend, body: dict[str, Any],
                    *, timeout: float | None = None, breaker: Breaker | None = None) -> dict[str, Any]:
     """One non-streamed chat completion; returns the response JSON."""
     headers = headers_for(backend)
-    return await guarded(backend, breaker, lambda: _complete(session, backend, body, headers, timeout))
+    return await guarded(backend, breaker, lambda: _complete(client, backend, body, headers, timeout))
 
 
-async def _complete(session, backend: Backend, body: dict[str, Any], headers: dict[str, str],
+async def _complete(client: Client, backend: Backend, body: dict[str, Any], headers: dict[str, str],
                     timeout: float | None) -> dict[str, Any]:
     limit = timeout or backend.timeouts["total"]
+    response = None
     try:
         async with asyncio.timeout(limit):
-            async with session.post(backend.chat_url, json=body, headers=headers,
-                                    timeout=aiohttp.ClientTimeout(connect=backend.timeouts["connect"])) as resp:
-                payload = await resp.read()
-                if resp.status >= 400:
-                    raise _status_error(backend, resp.status, payload, resp.headers)
-    except BackendError:
-        raise
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            response = await client.request("POST", backend.chat_url, body=encode_body(body), headers=headers,
+                                            connect_timeout=backend.timeouts["connect"])
+            payload = await response.read()
+    except (asyncio.TimeoutError, OSError) as exc:
         raise _client_error(backend, exc, "before answering") from None
+    finally:
+        if response is not None:
+            response.close()  # a no-op once the body is read; else it drops the connection
+    if response.status >= 400:
+        raise _status_error(backend, response.status, payload, response.headers)
     try:
-        data = json.loads(payload)
+        data = loads(payload)
         data["choices"][0]["message"]
     except (ValueError, KeyError, IndexError, TypeError):
         raise BackendError("bad_response", f"backend {backend.name!r} sent a response that is not a "
@@ -160,7 +173,7 @@ async def _complete(session, backend: Backend, body: dict[str, Any], headers: di
 class UpstreamStream:
     """An open SSE stream from a backend; iterate for parsed chunk dicts."""
 
-    def __init__(self, backend: Backend, response: aiohttp.ClientResponse, breaker: Breaker | None = None):
+    def __init__(self, backend: Backend, response: Response, breaker: Breaker | None = None):
         self.backend = backend
         self.response = response
         self.breaker = breaker
@@ -174,11 +187,11 @@ class UpstreamStream:
                 # asyncio.timeout, not wait_for: wait_for makes a Task per line (14 % of the
                 # engine's time while streaming, bench/README.md).
                 async with asyncio.timeout(limit):
-                    line = await self.response.content.readline()
+                    line = await self.response.readline()
             except asyncio.TimeoutError:
                 raise BackendError("timeout", f"backend {self.backend.name!r} stalled mid-stream "
                                    f"(no chunk for {limit:g} s)", backend=self.backend.name) from None
-            except (aiohttp.ClientError, OSError):
+            except OSError:
                 raise BackendError("stream_cut", f"backend {self.backend.name!r} ended the stream before "
                                    "finishing the answer (connection lost)", backend=self.backend.name) from None
             if not line:
@@ -234,30 +247,30 @@ class UpstreamStream:
 
     def close(self) -> None:
         """Release the connection. Closing before the end cancels the upstream generation."""
-        if not self.response.closed:
-            self.response.close()
+        self.response.close()
 
 
-async def open_stream(session: aiohttp.ClientSession, backend: Backend, body: dict[str, Any],
+async def open_stream(client: Client, backend: Backend, body: dict[str, Any],
                       breaker: Breaker | None = None) -> UpstreamStream:
     headers = headers_for(backend)
     headers["Accept"] = "text/event-stream"
-    return await guarded(backend, breaker, lambda: _open_stream(session, backend, body, headers, breaker))
+    return await guarded(backend, breaker, lambda: _open_stream(client, backend, body, headers, breaker))
 
 
-async def _open_stream(session, backend: Backend, body: dict[str, Any], headers: dict[str, str],
+async def _open_stream(client: Client, backend: Backend, body: dict[str, Any], headers: dict[str, str],
                        breaker: Breaker | None) -> UpstreamStream:
     first_token = backend.timeouts["first_token"]
     try:
         async with asyncio.timeout(first_token):
-            response = await session.post(backend.chat_url, json=body, headers=headers,
-                                          timeout=aiohttp.ClientTimeout(connect=backend.timeouts["connect"]))
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            response = await client.request("POST", backend.chat_url, body=encode_body(body), headers=headers,
+                                            connect_timeout=backend.timeouts["connect"])
+    except (asyncio.TimeoutError, OSError) as exc:
         raise _client_error(backend, exc, "before answering") from None
     if response.status >= 400:
         try:
-            payload = await asyncio.wait_for(response.read(), backend.timeouts["idle"])
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            async with asyncio.timeout(backend.timeouts["idle"]):
+                payload = await response.read()
+        except (asyncio.TimeoutError, OSError):
             payload = b""
         headers_in = response.headers
         response.close()
@@ -271,7 +284,7 @@ async def _open_stream(session, backend: Backend, body: dict[str, Any], headers:
             # A stream that ended before its first event: llama.cpp's server does this for a
             # prompt longer than its context. A one-token non-streamed call gets the real reason
             # (a proper 400), so the client sees "context length exceeded", not "bad gateway".
-            await _diagnose_empty_stream(session, backend, body, headers)
+            await _diagnose_empty_stream(client, backend, body, headers)
         raise
     except BaseException:
         stream.close()
@@ -279,14 +292,14 @@ async def _open_stream(session, backend: Backend, body: dict[str, Any], headers:
     return stream
 
 
-async def _diagnose_empty_stream(session, backend: Backend, body: dict[str, Any], headers: dict[str, str]) -> None:
+async def _diagnose_empty_stream(client: Client, backend: Backend, body: dict[str, Any], headers: dict[str, str]) -> None:
     """Raise the backend's own error for `body` sent without streaming, if it has one."""
     probe = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
     probe["max_tokens"] = 1
     # Twice: the server may have dropped a pooled keep-alive connection along with the stream.
     for _ in range(2):
         try:
-            await _complete(session, backend, probe, headers, backend.timeouts["first_token"])
+            await _complete(client, backend, probe, headers, backend.timeouts["first_token"])
             return  # it works without streaming: the original error stands
         except BackendError as err:
             if err.kind in ("context_length", "http_4xx"):

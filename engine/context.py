@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
-import aiohttp
+from engine.upstream import Client
+
 
 
 
@@ -107,7 +108,7 @@ class RequestContext:
     forced_label: str | None = None
     # replay: (node, url, model, messages_sent) -> the logged raw answer to reuse, or None to ask.
     classifier_cache: Callable[[str, str, str, list[dict[str, Any]]], str | None] | None = None
-    session: aiohttp.ClientSession | None = None
+    upstream: Client | None = None  # the app's pooled backend connections (engine.upstream)
 
     def begin(self, node: str, node_type: str) -> Step:
         step = Step(node=node, type=node_type)

@@ -11,16 +11,16 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-import aiohttp
 
 from engine.context import RequestContext
 from engine.errors import EngineError
 from engine.graph import Graph
 from engine.runner import run_graph
+from engine.upstream import Client
 from engine.validation import validate_chat
 
 
-async def trace_request(graph: Graph, body: dict[str, Any], *, session, label: str | None = None,
+async def trace_request(graph: Graph, body: dict[str, Any], *, upstream, label: str | None = None,
                         headers: Mapping[str, str] | None = None, classifier_cache=None,
                         received_at=None) -> tuple[RequestContext, str | None]:
     """Run one request body through `graph` in dry-run mode: the shared core of `engine dry-run`,
@@ -29,7 +29,7 @@ async def trace_request(graph: Graph, body: dict[str, Any], *, session, label: s
     chat = validate_chat(body)
     ctx = RequestContext(messages=list(chat.messages), params=chat.params, stream=chat.stream,
                          body=chat.body, headers=headers if headers is not None else {}, dry_run=True,
-                         forced_label=label, classifier_cache=classifier_cache, session=session)
+                         forced_label=label, classifier_cache=classifier_cache, upstream=upstream)
     if received_at is not None:
         ctx.received_at = received_at
     error = None
@@ -44,8 +44,8 @@ async def trace_request(graph: Graph, body: dict[str, Any], *, session, label: s
 
 async def dry_run(graph: Graph, body: dict[str, Any], *, label: str | None = None,
                   headers: Mapping[str, str] | None = None) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as session:
-        ctx, error = await trace_request(graph, body, session=session, label=label, headers=dict(headers or {}))
+    async with Client() as client:
+        ctx, error = await trace_request(graph, body, upstream=client, label=label, headers=dict(headers or {}))
     return {
         "graph": str(graph.path),
         "query": ctx.query,

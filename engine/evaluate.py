@@ -22,11 +22,11 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 
 from engine.dryrun import trace_request
 from engine.graph import Graph, Node
 from engine.loop import decided_route, label_routes, review_config
+from engine.upstream import Client
 
 
 class CaseError(ValueError):
@@ -66,9 +66,9 @@ def expected_route(case: dict[str, Any], routes_by_label: dict[str, str], routes
                     f"(labels: {', '.join(sorted(routes_by_label))})")
 
 
-async def run_case(graph: Graph, case: dict[str, Any], session) -> dict[str, Any]:
+async def run_case(graph: Graph, case: dict[str, Any], upstream) -> dict[str, Any]:
     messages = case.get("messages") or [{"role": "user", "content": case.get("query", "")}]
-    ctx, _ = await trace_request(graph, {"messages": messages}, session=session)
+    ctx, _ = await trace_request(graph, {"messages": messages}, upstream=upstream)
     steps = [step.as_dict() for step in ctx.trace]
     classify = next((s for s in steps if s["type"] == "classify"), None)
     classification = ctx.classification or {}
@@ -86,9 +86,9 @@ async def evaluate(graph: Graph, cases: list[dict[str, Any]], name: str) -> dict
     routes_by_label = label_routes(graph)
     expected = [expected_route(case, routes_by_label, set(graph.routes())) for case in cases]
     results = []
-    async with aiohttp.ClientSession() as session:
+    async with Client() as client:
         for case, want in zip(cases, expected):
-            result = await run_case(graph, case, session)
+            result = await run_case(graph, case, client)
             result.update(expected=want, line=case["line"], query=_query_of(case))
             results.append(result)
     report = score(results, review_config(graph)["route_strength"])

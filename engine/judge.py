@@ -17,12 +17,12 @@ import json
 import re
 from typing import Any
 
-import aiohttp
 
 from engine import backends
 from engine.errors import BackendError
 from engine.graph import Graph
 from engine.loop import last_user_text
+from engine.upstream import Client
 
 JUDGE_TEMPLATE = "prompts/review/judge.md"
 ROUTE_MEANS = {
@@ -90,7 +90,7 @@ async def judge(graph: Graph, records: list[dict[str, Any]], judge_name: str, si
     backend = graph.backends[judge_name]
     routes = sorted(set(graph.routes()), key=lambda r: (strength.get(r, 1), r))
     verdicts, failed, unreadable = [], [], []
-    async with aiohttp.ClientSession() as session:
+    async with Client() as client:
         for record in sample(records, size):
             messages = (record.get("request") or {}).get("messages") or []
             values = {"routes": [{"name": r, "means": ROUTE_MEANS.get(r, "")} for r in routes],
@@ -102,7 +102,7 @@ async def judge(graph: Graph, records: list[dict[str, Any]], judge_name: str, si
             body = {"model": backend.model, "messages": [{"role": "user", "content": prompt}],
                     "max_tokens": 400, "temperature": 0, "stream": False}
             try:
-                response = await backends.complete(session, backend, body, timeout=120)
+                response = await backends.complete(client, backend, body, timeout=120)
             except BackendError as err:
                 failed.append({"session": record["id"], "error": err.kind})
                 continue

@@ -17,13 +17,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from multidict import CIMultiDict
 
 from engine.dryrun import trace_request
 from engine.errors import EngineError
 from engine.graph import Graph
 from engine.loop import decided_route, replayable
+from engine.upstream import Client
 
 
 def logged_answers(record: dict[str, Any]):
@@ -42,14 +42,14 @@ def logged_answers(record: dict[str, Any]):
     return cache
 
 
-async def replay_record(graph: Graph, record: dict[str, Any], session) -> dict[str, Any]:
+async def replay_record(graph: Graph, record: dict[str, Any], upstream) -> dict[str, Any]:
     request = record["request"]
     try:
         received_at = datetime.fromisoformat(record["timestamp"])
     except (KeyError, TypeError, ValueError):
         received_at = None
     ctx, error = await trace_request(graph, {**(request.get("params") or {}), "messages": request["messages"]},
-                                     session=session, headers=CIMultiDict(request.get("headers") or {}),
+                                     upstream=upstream, headers=CIMultiDict(request.get("headers") or {}),
                                      classifier_cache=logged_answers(record), received_at=received_at)
     steps = [step.as_dict() for step in ctx.trace]
     classify = next((s for s in steps if s["type"] == "classify"), None)
@@ -65,14 +65,14 @@ async def replay(graph: Graph, records: list[tuple[Path, dict[str, Any]]]) -> di
     matrix: dict[str, Counter[str]] = defaultdict(Counter)
     changes, errors = [], []
     asked = reused = replayed = 0
-    async with aiohttp.ClientSession() as session:
+    async with Client() as client:
         for path, record in records:
             why = replayable(record)
             if why:
                 skipped[why] += 1
                 continue
             try:
-                new = await replay_record(graph, record, session)
+                new = await replay_record(graph, record, client)
             except EngineError as err:  # the logged request no longer validates
                 skipped[f"invalid request ({err})"] += 1
                 continue

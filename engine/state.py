@@ -6,7 +6,6 @@ import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 
-import aiohttp
 from aiohttp import web
 
 from engine.breaker import Breakers
@@ -14,6 +13,7 @@ from engine.graph import Graph
 from engine.sessionlog import SessionLogWriter
 from engine.settings import Settings
 from engine.stats import Stats
+from engine.upstream import Client
 
 
 @dataclass
@@ -21,7 +21,7 @@ class AppState:
     settings: Settings
     graph: Graph  # replaced as a whole on reload; a request keeps the one it started with
     stats: Stats = field(default_factory=Stats)
-    session: aiohttp.ClientSession | None = None
+    upstream: Client | None = None  # pooled connections to every backend
     writer: SessionLogWriter | None = None
     breakers: Breakers = field(default_factory=Breakers)  # by backend name; survive reloads
     reloads: Counter = field(default_factory=Counter)  # applied / refused

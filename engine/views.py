@@ -31,7 +31,7 @@ HEALTH_CACHE_SECONDS = 5.0
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     graph = state.graph  # one graph for the whole request, even if a reload swaps it meanwhile
-    ctx = RequestContext(messages=[], params={}, headers=request.headers, session=state.session,
+    ctx = RequestContext(messages=[], params={}, headers=request.headers, upstream=state.upstream,
                          breakers=state.breakers)
     try:
         try:
@@ -105,7 +105,7 @@ async def health(request: web.Request) -> web.Response:
     if cached and time.monotonic() - cached[0] < HEALTH_CACHE_SECONDS and cached[1] is state.graph:
         results = cached[2]  # a container health check every few seconds must not probe xAI each time
     else:
-        results = await asyncio.gather(*(probe(state.session, state.graph.backends[n]) for n in names))
+        results = await asyncio.gather(*(probe(state.upstream, state.graph.backends[n]) for n in names))
         state.health_cache = (time.monotonic(), state.graph, results)
     backends_status = {name: dict(result) for name, result in zip(names, results)}
     for name, result in backends_status.items():
@@ -116,7 +116,7 @@ async def health(request: web.Request) -> web.Response:
                               "virtual_model": state.graph.virtual_model, "backends": backends_status})
 
 
-async def probe(session, backend, timeout: float = 3.0) -> dict:
+async def probe(client, backend, timeout: float = 3.0) -> dict:
     started = time.perf_counter()
     result = {"url": backend.url, "model": backend.model, "reachable": False}
     try:
@@ -126,10 +126,13 @@ async def probe(session, backend, timeout: float = 3.0) -> dict:
         return result
     try:
         async with asyncio.timeout(timeout):
-            async with session.get(backend.url.rstrip("/") + "/models", headers=headers) as resp:
+            resp = await client.request("GET", backend.url.rstrip("/") + "/models", headers=headers)
+            try:
                 await resp.read()
-                result["status"] = resp.status
-                result["reachable"] = resp.status < 500
+            finally:
+                resp.close()
+            result["status"] = resp.status
+            result["reachable"] = resp.status < 500
     except Exception as exc:  # a probe never fails /health
         result["error"] = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     result["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)

@@ -101,7 +101,7 @@ async def run(node, ctx: RequestContext) -> NodeResult:
 
     breaker = ctx.breaker(backend)
     if capture:
-        response = await with_retries(node, ctx, lambda: backends.complete(ctx.session, backend, body,
+        response = await with_retries(node, ctx, lambda: backends.complete(ctx.upstream, backend, body,
                                                                            breaker=breaker))
         message = response["choices"][0]["message"]
         step.response_content = text_of(message.get("content"))
@@ -111,10 +111,10 @@ async def run(node, ctx: RequestContext) -> NodeResult:
 
     ctx.route = route
     if ctx.stream:
-        stream = await with_retries(node, ctx, lambda: backends.open_stream(ctx.session, backend, body, breaker))
+        stream = await with_retries(node, ctx, lambda: backends.open_stream(ctx.upstream, backend, body, breaker))
         return NodeResult(reply=Reply(route=route, backend=backend, step=step, stream=stream,
                                      thinking_off=thinking_off))
-    response = await with_retries(node, ctx, lambda: backends.complete(ctx.session, backend, body, breaker=breaker))
+    response = await with_retries(node, ctx, lambda: backends.complete(ctx.upstream, backend, body, breaker=breaker))
     return NodeResult(reply=Reply(route=route, backend=backend, step=step, response=response,
                                  thinking_off=thinking_off))
 

@@ -149,7 +149,7 @@ async def ask_llm(node, ctx: RequestContext):
                 "type": "object", "additionalProperties": False, "required": ["label"],
                 "properties": {"label": {"type": "string", "enum": p["labels"]}}}}}
     try:
-        response = await backends.complete(ctx.session, backend, body, timeout=p.get("timeout", 10),
+        response = await backends.complete(ctx.upstream, backend, body, timeout=p.get("timeout", 10),
                                            breaker=ctx.breaker(backend))
     except BackendError as err:
         step.error, step.error_kind = str(err), err.kind

@@ -54,6 +54,9 @@ def test_embedded_run_answers_and_ctrl_c_stops_both_processes(tmp_path):
     assert f"serving 'ai-router' on http://127.0.0.1:{port}/v1" in out
     assert "local model server stopped" in out
     with socket.socket() as sock:  # the model server's port is free again: it is gone
+        # SO_REUSEADDR: a connection to it may linger in TIME_WAIT (whoever closed first),
+        # which is not a listener; Linux still refuses the bind while a listener is there.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", local_port))
     assert len(list((tmp_path / "sessions").glob("*.json"))) == 1
 
