@@ -97,6 +97,7 @@ def serve_one(settings, graph, host: str, port: int, reuse_port: bool = False) -
     configure(settings.log_level)
     app = create_app(settings, graph)
     app.on_startup.append(reload.install)
+    app.cleanup_ctx.append(trim_heap_when_quiet)
     tune_gc()
     try:
         # On SIGTERM aiohttp stops accepting, then gives in-flight requests (streams included)
@@ -108,6 +109,20 @@ def serve_one(settings, graph, host: str, port: int, reuse_port: bool = False) -
         print(f"engine: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
+
+
+async def trim_heap_when_quiet(app):
+    """Give the C heap's free pages back to the OS when requests stop (engine.memory says why)."""
+    from engine import memory
+    from engine.state import STATE
+
+    task = None
+    if memory.trim():  # False without glibc: nothing to schedule
+        trimmer = memory.Trimmer(lambda: app[STATE].stats.requests)
+        task = asyncio.create_task(trimmer.run())
+    yield
+    if task is not None:
+        task.cancel()
 
 
 def tune_gc() -> None:
