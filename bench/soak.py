@@ -336,7 +336,8 @@ def soak_graph(workdir: Path, routes: Path, breaker: str, classify_method: str |
     return target
 
 
-def start_engine(workdir: Path, backend_port: int, routes: Path) -> tuple[subprocess.Popen, str]:
+def start_engine(workdir: Path, backend_port: int, routes: Path,
+                 extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     backend = f"http://127.0.0.1:{backend_port}/v1"
     env = {k: v for k, v in os.environ.items() if k != "ENGINE_API_KEYS"}
@@ -344,6 +345,7 @@ def start_engine(workdir: Path, backend_port: int, routes: Path) -> tuple[subpro
                 "XAI_API_KEY": "soak-xai-key", "SESSION_LOG_DIR": str(workdir / "sessions"),
                 "SESSION_LOG_MAX_FILES": "100000000", "MAX_BODY_BYTES": str(MAX_BODY_BYTES),
                 "LOG_LEVEL": "info"})
+    env.update(extra_env or {})  # --engine-env, e.g. PYTHONMALLOC=malloc: the engine only, not this driver
     proc = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--host", "127.0.0.1", "--port", str(port),
                              "--routes", str(routes)], cwd=ROOT, env=env,
                             stdout=open(workdir / "engine.log", "wb"), stderr=open(workdir / "engine.err", "wb"))
@@ -417,8 +419,10 @@ async def soak(args) -> dict:
     print(f"soak: work directory {workdir}", flush=True)
     backend, backend_port = start_backend(workdir)
     graph = soak_graph(workdir, args.routes, args.breaker, args.classify_method)
-    engine, base = start_engine(workdir, backend_port, graph)
-    tally, samples, peak = Tally(), [], {"rss_mb": 0.0, "fds": 0}
+    engine, base = start_engine(workdir, backend_port, graph, dict(kv.split("=", 1) for kv in args.engine_env))
+    tally, samples, peak = Tally(), [], {"rss_mb": 0.0, "fds": 0, "log_backlog": 0}
+    series: list[list] = []  # [elapsed s, requests done, RSS MB, session logs queued], every second
+    done = 0
     stop = asyncio.Event()
     harvester = Harvester(sessions, archive)
     started = time.monotonic()
@@ -428,9 +432,20 @@ async def soak(args) -> dict:
         harvest_task = asyncio.create_task(harvester.run(stop))
 
         async def sample_peaks() -> None:
+            """Once a second: RSS and fds, and the session-log backlog (records not yet on disk).
+
+            The backlog matters for memory: a burst of fast failures (an open breaker) used to
+            queue thousands of records, whose memory stayed resident after they were written.
+            """
             while not stop.is_set():
                 now = proc_sample(engine.pid)
                 peak["rss_mb"], peak["fds"] = max(peak["rss_mb"], now["rss_mb"]), max(peak["fds"], now["fds"])
+                try:
+                    queued = (await engine_stats(base)).get("session_logs", {}).get("queued", 0)
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError):
+                    queued = None
+                peak["log_backlog"] = max(peak["log_backlog"], queued or 0)
+                series.append([round(time.monotonic() - started, 1), done, now["rss_mb"], queued])
                 await asyncio.sleep(1)
         peak_task = asyncio.create_task(sample_peaks())
 
@@ -440,7 +455,6 @@ async def soak(args) -> dict:
         marks = [warmup] + [len(kinds) * k // 10 for k in range(1, 11)]
         marks = sorted(set(m for m in marks if m >= warmup))
         idle_marks = {warmup: "start", len(kinds) // 2: "50%", len(kinds): "100%"}
-        done = 0
         for mark in marks:
             await run_phase(base, args.seed, kinds[done:mark], done, args.concurrency, tally, deadline)
             done = mark
@@ -484,7 +498,7 @@ async def soak(args) -> dict:
             "concurrency": args.concurrency, "load_seconds": load_s,
             "statuses": {f"{k} {s}": n for (k, s), n in sorted(tally.statuses.items())},
             "stream_endings": {f"{k} {e}": n for (k, e), n in sorted(tally.stream_endings.items())},
-            "samples": samples, "peak": peak, "engine_stats": stats, "engine_exit": engine_rc,
+            "samples": samples, "peak": peak, "rss_series": series, "engine_stats": stats, "engine_exit": engine_rc,
             "engine_log_lines": engine_log.count(b"\n"),
             "engine_unhandled_errors": engine_log.count(b"unhandled_error"),
             "session_logs": logs, "problems": tally.problems, "problem_counts": dict(tally.problem_counts)}
@@ -533,13 +547,16 @@ def main() -> int:
     parser.add_argument("--classify-method", choices=["llm", "similarity", "cascade"],
                         help="override the classify node's method (default: as routes.yaml ships it)")
     parser.add_argument("--json", type=Path, help="also write the full result here")
+    parser.add_argument("--engine-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="set in the engine's environment only (repeatable), e.g. PYTHONMALLOC=malloc")
     args = parser.parse_args()
     result = asyncio.run(soak(args))
     failures = verdict(result)
     result["failures"] = failures
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, default=str) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "engine_stats"}, indent=1, default=str))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("engine_stats", "rss_series")}, indent=1,
+                     default=str))
     print("soak: PASS" if not failures else "soak: FAIL\n  " + "\n  ".join(failures))
     return 0 if not failures else 1
 
