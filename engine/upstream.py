@@ -71,10 +71,14 @@ def target(url: str) -> Target:
 def request_head(method: str, where: Target, headers: dict[str, str], body_length: int) -> bytes:
     lines = [b"%s %s HTTP/1.1" % (method.encode("ascii"), where.path), b"Host: " + where.host_header]
     for name, value in headers.items():
+        # Values come from the environment (an API key): they must not inject headers, and
+        # the error names the header, never its value.
         if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
-            # A header value from the environment (an API key) must not inject headers.
-            raise ValueError(f"header {name!r} contains a line break")
-        lines.append(b"%s: %s" % (name.encode("latin-1"), value.encode("latin-1")))
+            raise UpstreamError(f"header {name!r} contains a line break")
+        try:
+            lines.append(b"%s: %s" % (name.encode("latin-1"), value.encode("latin-1")))
+        except UnicodeEncodeError:
+            raise UpstreamError(f"header {name!r} has characters HTTP headers cannot carry") from None
     if body_length or method not in ("GET", "HEAD"):
         lines.append(b"Content-Length: %d" % body_length)
     return b"\r\n".join(lines) + b"\r\n\r\n"
