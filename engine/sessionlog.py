@@ -35,6 +35,11 @@ log = structlog.get_logger("engine.sessionlog")
 USER_QUERY_LIMIT = 500
 ROTATE_EVERY = 200
 BATCH_LIMIT = 256  # records per worker-thread hop
+# How long the writer lets a record wait before writing it (bench/README.md, "Session logs
+# and the next request"): the file system work then falls between requests rather than on
+# top of the one that follows (Open WebUI sends its title and tag requests the moment an
+# answer ends), and under load one thread hop carries many records.
+LINGER_SECONDS = 0.02
 
 
 def build_record(ctx: RequestContext, *, status: int, outcome: str, error: str | None,
@@ -222,6 +227,8 @@ class SessionLogWriter:
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self.queue.get()]
+            if batch[0] is not None and LINGER_SECONDS:
+                await asyncio.sleep(LINGER_SECONDS)
             while len(batch) < BATCH_LIMIT and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             stop = None in batch
