@@ -82,7 +82,8 @@ async def _resources(app: web.Application):
     state = app[STATE]
     state.upstream = Client()
     state.writer = SessionLogWriter(state.settings.session_log_dir, state.settings.session_log_max_days,
-                                    state.settings.session_log_max_files)
+                                    state.settings.session_log_max_files,
+                                    int(state.settings.session_log_max_backlog_mb * 1024 * 1024))
     await state.writer.start()
     yield
     if state.watcher is not None:

@@ -40,6 +40,10 @@ BATCH_LIMIT = 256  # records per worker-thread hop
 # top of the one that follows (Open WebUI sends its title and tag requests the moment an
 # answer ends), and under load one thread hop carries many records.
 LINGER_SECONDS = 0.02
+# Encoded records waiting for the disk, at most (SESSION_LOG_MAX_BACKLOG_MB). Past it, new
+# requests wait for room (`SessionLogWriter.room`): a disk slower than the traffic slows the
+# traffic down instead of filling memory, and no record is dropped.
+DEFAULT_MAX_BACKLOG_BYTES = 8 * 1024 * 1024
 
 
 def build_record(ctx: RequestContext, *, status: int, outcome: str, error: str | None,
@@ -193,15 +197,30 @@ def _unlink(path: str) -> None:
 
 
 class SessionLogWriter:
-    """Queue of records written by one background task."""
+    """Queue of records written by one background task, bounded in bytes.
 
-    def __init__(self, directory: Path, max_days: float = 7, max_files: int = 5000):
+    Every file costs the file system a create, a rename and (once rotation keeps 5,000) a
+    delete. On the benchmark's shared disk that went from 50 us to over 500 us a file as
+    other work loaded it, while one engine answers about 3,000 requests a second: the queue
+    then grew by thousands of records a second (bench/README.md, the long run). So the
+    backlog has a limit; past it, `has_room` is false and new requests wait in `room()`
+    until the writer has brought the backlog down to half the limit.
+    """
+
+    def __init__(self, directory: Path, max_days: float = 7, max_files: int = 5000,
+                 max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES):
         self.directory = directory
         self.max_days = max_days
         self.max_files = max_files
+        self.max_backlog_bytes = max_backlog_bytes
         self.queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue()
         self.written = 0
         self.failed = 0
+        self.backlog_bytes = 0
+        self.held = 0  # requests that had to wait for room
+        self.has_room = True
+        self._room = asyncio.Event()
+        self._room.set()
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -224,6 +243,25 @@ class SessionLogWriter:
             log.error("session_log_write_failed", id=record.get("id"), error=f"cannot encode: {exc}")
             return
         self.queue.put_nowait(item)
+        self.backlog_bytes += len(item[1])
+        if self.has_room and self.backlog_bytes >= self.max_backlog_bytes:
+            self.has_room = False
+            self._room.clear()
+            log.warning("session_log_backlog_full", queued=self.queue.qsize(), bytes=self.backlog_bytes,
+                        detail="the disk is slower than the traffic: new requests wait until the "
+                               "session logs catch up (SESSION_LOG_MAX_BACKLOG_MB)")
+
+    async def room(self) -> None:
+        """Wait until the backlog is below its limit again (call only when `has_room` is false)."""
+        self.held += 1
+        await self._room.wait()
+
+    def _written(self, files: list[tuple[str, bytes]]) -> None:
+        self.backlog_bytes -= sum(len(payload) for _, payload in files)
+        if not self.has_room and self.backlog_bytes <= self.max_backlog_bytes // 2:
+            self.has_room = True
+            self._room.set()
+            log.info("session_log_backlog_drained", queued=self.queue.qsize(), held=self.held)
 
     async def flush(self) -> None:
         """Wait until every submitted record is on disk (tests, shutdown)."""
@@ -244,8 +282,8 @@ class SessionLogWriter:
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self.queue.get()]
-            if batch[0] is not None and LINGER_SECONDS:
-                await asyncio.sleep(LINGER_SECONDS)
+            if batch[0] is not None and LINGER_SECONDS and self.queue.qsize() < BATCH_LIMIT:
+                await asyncio.sleep(LINGER_SECONDS)  # not when behind: then every moment counts
             while len(batch) < BATCH_LIMIT and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             stop = None in batch
@@ -266,6 +304,7 @@ class SessionLogWriter:
                 self.failed += len(records)
                 log.error("session_log_write_failed", error=str(exc))
             finally:
+                self._written(records)
                 for _ in batch:
                     self.queue.task_done()
             if stop:

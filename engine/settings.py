@@ -33,6 +33,7 @@ ENV_VARS: dict[str, str] = {
     "SESSION_LOG_DIR": "where session logs go (default logs/sessions)",
     "SESSION_LOG_MAX_DAYS": "rotation: delete session logs older than this (default 7)",
     "SESSION_LOG_MAX_FILES": "rotation: keep at most this many session logs (default 5000)",
+    "SESSION_LOG_MAX_BACKLOG_MB": "session logs waiting for the disk, at most; past it new requests wait (default 8)",
     "MAX_BODY_BYTES": "largest request body accepted (default 8388608, 8 MiB)",
     "LOG_LEVEL": "debug, info, warning or error (default info)",
     "ENGINE_WATCH": "1: reload the graph when routes.yaml or a prompt changes (SIGHUP always reloads)",
@@ -74,6 +75,7 @@ class Settings:
     session_log_dir: Path = Path("logs/sessions")
     session_log_max_days: int = 7
     session_log_max_files: int = 5000
+    session_log_max_backlog_mb: float = 8.0
     max_body_bytes: int = 8 * 1024 * 1024
     api_keys: frozenset[str] = field(default_factory=frozenset)
     log_level: str = "info"
@@ -92,6 +94,7 @@ class Settings:
             session_log_dir=Path(os.environ.get("SESSION_LOG_DIR", "logs/sessions")),
             session_log_max_days=_int_env("SESSION_LOG_MAX_DAYS", 7),
             session_log_max_files=_int_env("SESSION_LOG_MAX_FILES", 5000),
+            session_log_max_backlog_mb=float(_int_env("SESSION_LOG_MAX_BACKLOG_MB", 8)),
             max_body_bytes=_int_env("MAX_BODY_BYTES", 8 * 1024 * 1024),
             api_keys=frozenset(k.strip() for k in keys.split(",") if k.strip()),
             log_level=os.environ.get("LOG_LEVEL", "info").lower(),

@@ -30,6 +30,8 @@ HEALTH_CACHE_SECONDS = 5.0
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
+    if state.writer is not None and not state.writer.has_room:
+        await state.writer.room()  # session logs are behind the traffic: wait, rather than pile up
     graph = state.graph  # one graph for the whole request, even if a reload swaps it meanwhile
     ctx = RequestContext(messages=[], params={}, headers=request.headers, upstream=state.upstream,
                          breakers=state.breakers)
@@ -146,5 +148,6 @@ async def stats(request: web.Request) -> web.Response:
     snapshot["graph"] = {"file": str(state.graph.path), "reloads": dict(state.reloads)}
     if state.writer is not None:
         snapshot["session_logs"] = {"written": state.writer.written, "failed": state.writer.failed,
-                                    "queued": state.writer.queue.qsize()}
+                                    "queued": state.writer.queue.qsize(), "queued_bytes": state.writer.backlog_bytes,
+                                    "requests_held": state.writer.held}
     return web.json_response(snapshot)

@@ -93,13 +93,13 @@ async def test_writer_never_delays_the_response(client, backends, monkeypatch):
     from engine.state import STATE
 
     release = threading.Event()
-    real_write = sessionlog.write_record
+    real_write = sessionlog.write_file
 
-    def blocked_write(directory: Path, record: dict):
+    def blocked_write(directory: Path, name: str, payload: bytes):
         release.wait(10)
-        return real_write(directory, record)
+        return real_write(directory, name, payload)
 
-    monkeypatch.setattr(sessionlog, "write_record", blocked_write)
+    monkeypatch.setattr(sessionlog, "write_file", blocked_write)
     # If the handler awaited the write, this request could not complete before `release` is set.
     resp = await asyncio.wait_for(
         client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]}), 5)
@@ -107,3 +107,45 @@ async def test_writer_never_delays_the_response(client, backends, monkeypatch):
     assert not list(client.app[STATE].settings.session_log_dir.glob("*.json"))
     release.set()
     assert len(await session_logs(client)) == 1
+
+
+async def test_a_disk_slower_than_the_traffic_holds_new_requests_and_loses_no_log(
+        aiohttp_client, graph, tmp_path, monkeypatch):
+    """Past SESSION_LOG_MAX_BACKLOG_MB of unwritten logs, a new request waits for the disk."""
+    import asyncio
+    import threading
+
+    import engine.sessionlog as sessionlog
+    from engine.app import create_app
+    from engine.settings import Settings
+
+    release = threading.Event()
+    real_write = sessionlog.write_file
+
+    def blocked_write(directory: Path, name: str, payload: bytes):
+        release.wait(10)
+        return real_write(directory, name, payload)
+
+    monkeypatch.setattr(sessionlog, "write_file", blocked_write)
+    # A limit of one byte: the first unwritten log fills it.
+    settings = Settings(session_log_dir=tmp_path / "logs", session_log_max_backlog_mb=1 / 1024 / 1024)
+    client = await aiohttp_client(create_app(settings, graph))
+    ask = {"messages": [{"role": "user", "content": "hi"}]}
+
+    first = await asyncio.wait_for(client.post("/v1/chat/completions", json=ask), 5)
+    assert first.status == 200  # answered; its log is stuck on the disk
+    second = asyncio.create_task(client.post("/v1/chat/completions", json=ask))
+    for _ in range(100):
+        stats = await (await client.get("/stats")).json()
+        if stats["session_logs"]["requests_held"] == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert stats["session_logs"]["requests_held"] == 1 and stats["session_logs"]["queued_bytes"] > 0
+    assert not second.done()
+
+    release.set()
+    assert (await asyncio.wait_for(second, 10)).status == 200
+    logs = await session_logs(client)
+    assert len(logs) == 2 and all(log["outcome"] == "ok" for log in logs)
+    stats = await (await client.get("/stats")).json()
+    assert stats["session_logs"]["queued_bytes"] == 0 and stats["session_logs"]["failed"] == 0
