@@ -219,6 +219,7 @@ class SessionLogWriter:
         self.backlog_bytes = 0
         self.held = 0  # requests that had to wait for room
         self.has_room = True
+        self._warned_at = float("-inf")
         self._room = asyncio.Event()
         self._room.set()
         self._task: asyncio.Task | None = None
@@ -247,9 +248,11 @@ class SessionLogWriter:
         if self.has_room and self.backlog_bytes >= self.max_backlog_bytes:
             self.has_room = False
             self._room.clear()
-            log.warning("session_log_backlog_full", queued=self.queue.qsize(), bytes=self.backlog_bytes,
-                        detail="the disk is slower than the traffic: new requests wait until the "
-                               "session logs catch up (SESSION_LOG_MAX_BACKLOG_MB)")
+            if time.monotonic() - self._warned_at > 60:  # once a minute under sustained overload
+                self._warned_at = time.monotonic()
+                log.warning("session_log_backlog_full", queued=self.queue.qsize(), held_so_far=self.held,
+                            detail="the disk is slower than the traffic: new requests wait until the "
+                                   "session logs catch up (SESSION_LOG_MAX_BACKLOG_MB)")
 
     async def room(self) -> None:
         """Wait until the backlog is below its limit again (call only when `has_room` is false)."""
@@ -261,7 +264,6 @@ class SessionLogWriter:
         if not self.has_room and self.backlog_bytes <= self.max_backlog_bytes // 2:
             self.has_room = True
             self._room.set()
-            log.info("session_log_backlog_drained", queued=self.queue.qsize(), held=self.held)
 
     async def flush(self) -> None:
         """Wait until every submitted record is on disk (tests, shutdown)."""

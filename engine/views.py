@@ -41,6 +41,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         except web.HTTPRequestEntityTooLarge:
             raise RequestError(f"request body is larger than the limit of {state.settings.max_body_bytes} "
                                "bytes (MAX_BODY_BYTES)", status=413, code="body_too_large") from None
+        except (ConnectionError, asyncio.CancelledError) as exc:
+            # The client hung up before its request was all here: aiohttp cancels a handler
+            # waiting for the body, and fails the read of one that comes to it later (a request
+            # held for the session-log backlog). Not our failure: no 500, no traceback.
+            finish(state, ctx, status=499, outcome="client_disconnected",
+                   error="client closed the connection before sending the whole request")
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return web.Response(status=499)
         chat = validate_chat(parse_body(raw))
         ctx.body, ctx.messages, ctx.params = chat.body, list(chat.messages), chat.params
         ctx.stream, ctx.include_usage = chat.stream, chat.include_usage

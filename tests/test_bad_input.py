@@ -115,3 +115,26 @@ async def test_an_internal_error_is_a_generic_500_and_still_logged(client, backe
     assert data["error"]["type"] == "server_error" and "ZeroDivisionError" not in data["error"]["message"]
     [log] = await session_logs(client)
     assert log["outcome"] == "error" and log["status"] == 500 and "ZeroDivisionError" in log["error"]
+
+
+async def test_a_client_that_hangs_up_mid_upload_is_a_disconnect_not_a_500(client, backends):
+    import asyncio
+
+    # Half a body, then the socket closes: what a closed tab or a killed script does.
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 200\r\n\r\n{\"messages\": [")
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+    for _ in range(100):
+        logs = await session_logs(client)
+        if logs:
+            break
+        await asyncio.sleep(0.02)
+    [log] = logs
+    assert (log["outcome"], log["status"]) == ("client_disconnected", 499)
+    assert "before sending the whole request" in log["error"] and "internal" not in log["error"]
+    stats = await (await client.get("/stats")).json()
+    assert "500" not in stats["statuses"]
+    assert backends["primary"].requests == [] and backends["router"].requests == []
