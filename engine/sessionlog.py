@@ -204,7 +204,7 @@ class SessionLogWriter:
     other work loaded it, while one engine answers about 3,000 requests a second: the queue
     then grew by thousands of records a second (bench/README.md, the long run). So the
     backlog has a limit; past it, `has_room` is false and new requests wait in `room()`
-    until the writer has brought the backlog down to half the limit.
+    until the writer's next batch is on disk.
     """
 
     def __init__(self, directory: Path, max_days: float = 7, max_files: int = 5000,
@@ -261,7 +261,9 @@ class SessionLogWriter:
 
     def _written(self, files: list[tuple[str, bytes]]) -> None:
         self.backlog_bytes -= sum(len(payload) for _, payload in files)
-        if not self.has_room and self.backlog_bytes <= self.max_backlog_bytes // 2:
+        # Room again as soon as a batch is on disk: the traffic then moves at the disk's pace.
+        # (Waiting for half the backlog to drain held every request for a second or more.)
+        if not self.has_room and self.backlog_bytes < self.max_backlog_bytes:
             self.has_room = True
             self._room.set()
 
