@@ -13,22 +13,15 @@ a message that names the backend but never its key.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from email.utils import parsedate_to_datetime
 from typing import Any, AsyncIterator
 
-try:  # orjson parses and writes JSON several times faster; the stdlib does the same job without it
-    import orjson
-    from orjson import loads
-except ImportError:  # pragma: no cover - orjson is a dependency, but the engine runs without it
-    orjson = None
-    from json import loads
-
 from engine.breaker import Breaker
 from engine.errors import BackendError
 from engine.graph import Backend
+from engine.jsonbytes import compact, loads
 from engine.upstream import Client, Response
 
 # How model servers word "your prompt is too long" (vLLM, llama.cpp, OpenAI-style APIs).
@@ -50,20 +43,10 @@ def headers_for(backend: Backend) -> dict[str, str]:
     return headers
 
 
-def encode_body(body: dict[str, Any]) -> bytes:
-    """The request body as compact UTF-8 JSON (orjson; the stdlib for what it refuses)."""
-    if orjson is not None:
-        try:
-            return orjson.dumps(body)
-        except TypeError:  # an integer beyond 64 bits, a non-string key
-            pass
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
 def _upstream_message(payload: bytes) -> str:
     text = payload.decode("utf-8", "replace")
     try:
-        data = json.loads(text)
+        data = loads(text)
     except ValueError:
         return text.strip()[:300]
     if isinstance(data, dict):
@@ -151,7 +134,7 @@ async def _complete(client: Client, backend: Backend, body: dict[str, Any], head
     response = None
     try:
         async with asyncio.timeout(limit):
-            response = await client.request("POST", backend.chat_url, body=encode_body(body), headers=headers,
+            response = await client.request("POST", backend.chat_url, body=compact(body), headers=headers,
                                             connect_timeout=backend.timeouts["connect"])
             payload = await response.read()
     except (asyncio.TimeoutError, OSError) as exc:
@@ -262,7 +245,7 @@ async def _open_stream(client: Client, backend: Backend, body: dict[str, Any], h
     first_token = backend.timeouts["first_token"]
     try:
         async with asyncio.timeout(first_token):
-            response = await client.request("POST", backend.chat_url, body=encode_body(body), headers=headers,
+            response = await client.request("POST", backend.chat_url, body=compact(body), headers=headers,
                                             connect_timeout=backend.timeouts["connect"])
     except (asyncio.TimeoutError, OSError) as exc:
         raise _client_error(backend, exc, "before answering") from None

@@ -15,7 +15,6 @@ task headers (`routing_headers`) are logged.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from pathlib import Path
@@ -23,12 +22,8 @@ from typing import Any
 
 import structlog
 
-try:  # optional: a much faster encoder for the per-request log file
-    import orjson
-except ImportError:  # pragma: no cover - exercised where orjson is not installed
-    orjson = None
-
 from engine.context import RequestContext
+from engine.jsonbytes import indented
 
 log = structlog.get_logger("engine.sessionlog")
 
@@ -90,25 +85,9 @@ def file_name(record: dict[str, Any]) -> str:
     return f"{stamp}_{record['id']}.json"
 
 
-def encode(record: dict[str, Any]) -> bytes:
-    """The record as indented UTF-8 JSON, with orjson when it is installed.
-
-    The stdlib encoder falls back to its pure-Python path whenever `indent` is set, and
-    that was the largest single cost of a request in the benchmark's profile (bench/).
-    orjson writes the same JSON; anything it refuses (an integer beyond 64 bits, a
-    non-string key) goes through the stdlib encoder instead.
-    """
-    if orjson is not None:
-        try:
-            return orjson.dumps(record, default=str, option=orjson.OPT_INDENT_2)
-        except TypeError:  # orjson.JSONEncodeError is a TypeError
-            pass
-    return json.dumps(record, ensure_ascii=False, indent=1, default=str).encode("utf-8")
-
-
 def write_record(directory: Path, record: dict[str, Any]) -> Path:
     """Write one record atomically (see `write_file`)."""
-    return write_file(directory, file_name(record), encode(record))
+    return write_file(directory, file_name(record), indented(record))
 
 
 def write_file(directory: Path, name: str, payload: bytes) -> Path:
@@ -218,9 +197,8 @@ class SessionLogWriter:
         self.failed = 0
         self.backlog_bytes = 0
         self.held = 0  # requests that had to wait for room
-        self.has_room = True
         self._warned_at = float("-inf")
-        self._room = asyncio.Event()
+        self._room = asyncio.Event()  # set while has_room: what held requests wait on
         self._room.set()
         self._task: asyncio.Task | None = None
 
@@ -238,21 +216,24 @@ class SessionLogWriter:
         4 to 15 ms, each one a stall of every request in flight (bench/README.md).
         """
         try:
-            item = (file_name(record), encode(record))
+            item = (file_name(record), indented(record))
         except Exception as exc:  # a record that cannot be encoded must not fail the request
             self.failed += 1
             log.error("session_log_write_failed", id=record.get("id"), error=f"cannot encode: {exc}")
             return
         self.queue.put_nowait(item)
         self.backlog_bytes += len(item[1])
-        if self.has_room and self.backlog_bytes >= self.max_backlog_bytes:
-            self.has_room = False
+        if not self.has_room and self._room.is_set():
             self._room.clear()
             if time.monotonic() - self._warned_at > 60:  # once a minute under sustained overload
                 self._warned_at = time.monotonic()
                 log.warning("session_log_backlog_full", queued=self.queue.qsize(), held_so_far=self.held,
                             detail="the disk is slower than the traffic: new requests wait until the "
                                    "session logs catch up (SESSION_LOG_MAX_BACKLOG_MB)")
+
+    @property
+    def has_room(self) -> bool:
+        return self.backlog_bytes < self.max_backlog_bytes
 
     async def room(self) -> None:
         """Wait until the backlog is below its limit again (call only when `has_room` is false)."""
@@ -263,8 +244,7 @@ class SessionLogWriter:
         self.backlog_bytes -= sum(len(payload) for _, payload in files)
         # Room again as soon as a batch is on disk: the traffic then moves at the disk's pace.
         # (Waiting for half the backlog to drain held every request for a second or more.)
-        if not self.has_room and self.backlog_bytes < self.max_backlog_bytes:
-            self.has_room = True
+        if self.has_room and not self._room.is_set():
             self._room.set()
 
     async def flush(self) -> None:
