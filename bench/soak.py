@@ -74,6 +74,9 @@ import jsonschema
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+import targets  # noqa: E402  (bench/targets.py: process RSS, waiting for a port)
 MIX = {"ok": 36, "stream": 27, "bad": 10, "abort": 6, "fault-500": 1, "fault-once": 3, "fault-cut": 3,
        "fault-slow": 6, "other": 8}
 LABELS = ("SIMPLE", "MODERATE", "COMPLEX", "ENRICH")
@@ -232,11 +235,7 @@ TCP_STATES = {"01": "established", "06": "time_wait", "08": "close_wait", "0A": 
 
 
 def proc_sample(pid: int) -> dict:
-    rss_kb = 0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            rss_kb = int(line.split()[1])
-    return {"rss_mb": round(rss_kb / 1024, 1), "fds": len(os.listdir(f"/proc/{pid}/fd"))}
+    return {"rss_mb": targets.rss_mb(pid)["rss_mb"], "fds": len(os.listdir(f"/proc/{pid}/fd"))}
 
 
 def fd_kinds(pid: int, backend_port: int) -> dict:
@@ -352,19 +351,11 @@ def start_engine(workdir: Path, backend_port: int, routes: Path,
     return proc, f"http://127.0.0.1:{port}"
 
 
-async def wait_ready(base: str, proc: subprocess.Popen) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(150):
-            if proc.poll() is not None:
-                raise SystemExit("soak: the engine exited at start; see engine.err in the work directory")
-            try:
-                async with http.get(base + "/v1/models") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise SystemExit("soak: the engine did not answer within 30 s")
+async def wait_ready(base: str, proc: subprocess.Popen, workdir: Path) -> None:
+    try:
+        await asyncio.to_thread(targets.wait_http, base + "/v1/models", proc, 30, workdir / "engine.err")
+    except RuntimeError as err:
+        raise SystemExit(f"soak: the engine did not start: {err}") from None
 
 
 async def engine_stats(base: str) -> dict:
@@ -428,7 +419,7 @@ async def soak(args) -> dict:
     started = time.monotonic()
     deadline = started + args.max_minutes * 60
     try:
-        await wait_ready(base, engine)
+        await wait_ready(base, engine, workdir)
         harvest_task = asyncio.create_task(harvester.run(stop))
 
         async def sample_peaks() -> None:
