@@ -6,8 +6,7 @@ import json
 
 from engine.cli import main
 from engine.dryrun import dry_run
-from engine.graph import load_graph
-from tests.conftest import llm_graph, ROOT, XAI_TEST_KEY
+from tests.conftest import llm_graph, XAI_TEST_KEY
 
 
 async def test_dry_run_with_label_never_calls_a_backend(graph, backends):

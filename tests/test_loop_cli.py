@@ -8,7 +8,7 @@ import asyncio
 
 from engine.cli import main
 from engine.state import STATE
-from tests.conftest import ROOT, XAI_TEST_KEY
+from tests.conftest import XAI_TEST_KEY
 from tests.loophelp import make_logs, project_copy, write_cases
 
 

@@ -16,7 +16,6 @@ from engine.app import create_app
 from engine.graph import load_graph
 from engine.reload import reload_graph
 from engine.settings import Settings
-from engine.state import STATE
 from tests.conftest import ROOT, llm_routes_text, read_sse
 from tests.fakes import Answer
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from engine.app import create_app
-from engine.graph import load_graph
 from engine.settings import Settings
-from tests.conftest import llm_graph, ROOT, XAI_TEST_KEY
+from tests.conftest import llm_graph, XAI_TEST_KEY
 
 
 async def test_models_lists_exactly_the_virtual_model(client):

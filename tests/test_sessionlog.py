@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -84,13 +86,10 @@ def test_rotation_drops_old_files_and_keeps_at_most_n(tmp_path):
     assert left[0].startswith("20261125")  # the three old ones by age, then the two oldest by count
 
 
-async def test_writer_never_delays_the_response(client, backends, monkeypatch):
-    """The response is sent while the log write is still blocked: the handler does not wait for disk."""
-    import asyncio
-    import threading
-
+@pytest.fixture
+def stuck_disk(monkeypatch) -> threading.Event:
+    """Every session-log file write waits (in the writer thread) until the event is set."""
     import engine.sessionlog as sessionlog
-    from engine.state import STATE
 
     release = threading.Event()
     real_write = sessionlog.write_file
@@ -100,6 +99,15 @@ async def test_writer_never_delays_the_response(client, backends, monkeypatch):
         return real_write(directory, name, payload)
 
     monkeypatch.setattr(sessionlog, "write_file", blocked_write)
+    yield release
+    release.set()  # never leave the writer thread stuck behind a failed test
+
+
+async def test_writer_never_delays_the_response(client, backends, stuck_disk):
+    """The response is sent while the log write is still blocked: the handler does not wait for disk."""
+    from engine.state import STATE
+
+    release = stuck_disk
     # If the handler awaited the write, this request could not complete before `release` is set.
     resp = await asyncio.wait_for(
         client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]}), 5)
@@ -110,23 +118,12 @@ async def test_writer_never_delays_the_response(client, backends, monkeypatch):
 
 
 async def test_a_disk_slower_than_the_traffic_holds_new_requests_and_loses_no_log(
-        aiohttp_client, graph, tmp_path, monkeypatch):
+        aiohttp_client, graph, tmp_path, stuck_disk):
     """Past SESSION_LOG_MAX_BACKLOG_MB of unwritten logs, a new request waits for the disk."""
-    import asyncio
-    import threading
-
-    import engine.sessionlog as sessionlog
     from engine.app import create_app
     from engine.settings import Settings
 
-    release = threading.Event()
-    real_write = sessionlog.write_file
-
-    def blocked_write(directory: Path, name: str, payload: bytes):
-        release.wait(10)
-        return real_write(directory, name, payload)
-
-    monkeypatch.setattr(sessionlog, "write_file", blocked_write)
+    release = stuck_disk
     # A limit of one byte: the first unwritten log fills it.
     settings = Settings(session_log_dir=tmp_path / "logs", session_log_max_backlog_mb=1 / 1024 / 1024)
     client = await aiohttp_client(create_app(settings, graph))

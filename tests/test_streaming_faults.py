@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from engine.app import create_app
-from engine.graph import load_graph
-from tests.conftest import ROOT, llm_graph, read_sse, session_logs
+from tests.conftest import llm_graph, read_sse, session_logs
 from tests.fakes import Answer
 
 CHAT = {"messages": [{"role": "user", "content": "explain closures"}]}

@@ -341,3 +341,45 @@ async def test_https_backends_are_reached_over_tls(tmp_path):
                 await client.request("POST", f"https://localhost:{port}/v1/chat/completions", body=b"tls")
     finally:
         await runner.cleanup()
+
+
+async def test_a_backend_that_never_accepts_the_connection_hits_the_connect_timeout():
+    # A listener that never accepts, its queue already full: Linux drops further SYNs, so a
+    # connect neither succeeds nor fails, as with a host that has gone away.
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(4):  # enough to fill a backlog of 0 (the kernel allows one or two)
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        await asyncio.sleep(0.1)
+        async with Client() as client:
+            with pytest.raises(TimeoutError, match=f"connecting to 127.0.0.1:{port} took longer than 0.3 s"):
+                async with asyncio.timeout(5):  # without a connect timeout: this one, another message
+                    await client.request("POST", f"http://127.0.0.1:{port}/x", body=b"{}", connect_timeout=0.3)
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+async def test_a_connection_idle_longer_than_idle_seconds_is_not_reused():
+    peers: list = []
+    runner, base = await start(echo_app(peers))
+    try:
+        async with Client(idle_seconds=0.2) as client:
+            for pause in (0, 0.3):
+                await asyncio.sleep(pause)
+                response = await client.request("POST", base + "/v1/chat/completions", body=b"x")
+                await response.read()
+            assert len(set(peers)) == 2, "a connection idle past idle_seconds was used again"
+            assert client.open_connections == 1  # the stale one was closed, not leaked
+    finally:
+        await runner.cleanup()
