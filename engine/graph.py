@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -54,8 +55,13 @@ class Node:
     params: dict[str, Any]
     prepared: Any = None
 
+    @cached_property
     def edges(self) -> dict[str, str]:
-        """Every outgoing edge, by edge name (labels, meta/other, next, fallback)."""
+        """Every outgoing edge, by edge name (labels, meta/other, next, fallback).
+
+        Worked out once per node: a graph does not change once loaded (a reload builds a new
+        one), and the runner looks an edge up at every step of every request.
+        """
         return {key_path[-1] if key_path[0] == "edges" else key_path[0]: target
                 for key_path, target in outgoing_edges(self.params)}
 
@@ -64,7 +70,7 @@ def outgoing_edges(spec: dict[str, Any]) -> list[tuple[tuple[str, ...], str]]:
     """(key path inside the node, target) for every outgoing edge of a node spec.
 
     The one definition of where edges live: `edges` (labels, meta/other), `next`, `fallback.to`.
-    Lint walks it for checks on raw specs; the runner for `Node.edges()`.
+    Lint walks it for checks on raw specs; the runner through `Node.edges`.
     """
     out: list[tuple[tuple[str, ...], str]] = []
     if isinstance(spec.get("edges"), dict):

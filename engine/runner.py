@@ -48,7 +48,7 @@ async def run_graph(graph: Graph, ctx: RequestContext):
             return result.reply
         step.edge = result.edge
         step.finish()
-        name = node.edges()[result.edge]
+        name = node.edges[result.edge]
     raise EngineError("route graph walk exceeded its step limit")
 
 
