@@ -279,13 +279,11 @@ async def _diagnose_empty_stream(client: Client, backend: Backend, body: dict[st
     """Raise the backend's own error for `body` sent without streaming, if it has one."""
     probe = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
     probe["max_tokens"] = 1
-    # Twice: the server may have dropped a pooled keep-alive connection along with the stream.
-    for _ in range(2):
-        try:
-            await _complete(client, backend, probe, headers, backend.timeouts["first_token"])
-            return  # it works without streaming: the original error stands
-        except BackendError as err:
-            if err.kind in ("context_length", "http_4xx"):
-                raise
-            if err.kind != "connect":
-                return
+    # One call: a pooled connection the server dropped along with the stream is the client's
+    # to replace (engine.upstream sends again on a new one when not a byte came back).
+    try:
+        await _complete(client, backend, probe, headers, backend.timeouts["first_token"])
+    except BackendError as err:
+        if err.kind in ("context_length", "http_4xx"):
+            raise
+    # It works without streaming, or fails otherwise: the original error stands.
