@@ -30,25 +30,19 @@ HEALTH_CACHE_SECONDS = 5.0
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    if state.writer is not None and not state.writer.has_room:
-        await state.writer.room()  # session logs are behind the traffic: wait, rather than pile up
     graph = state.graph  # one graph for the whole request, even if a reload swaps it meanwhile
     ctx = RequestContext(messages=[], params={}, headers=request.headers, upstream=state.upstream,
                          breakers=state.breakers)
     try:
+        if state.writer is not None and not state.writer.has_room:
+            await state.writer.room()  # session logs are behind the traffic: wait, rather than pile up
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise RequestError(f"request body is larger than the limit of {state.settings.max_body_bytes} "
                                "bytes (MAX_BODY_BYTES)", status=413, code="body_too_large") from None
-        except (ConnectionError, asyncio.CancelledError) as exc:
-            # The client hung up before its request was all here: aiohttp cancels a handler
-            # waiting for the body, and fails the read of one that comes to it later (a request
-            # held for the session-log backlog). Not our failure: no 500, no traceback.
-            finish(state, ctx, status=499, outcome="client_disconnected",
-                   error="client closed the connection before sending the whole request")
-            if isinstance(exc, asyncio.CancelledError):
-                raise
+        except ConnectionError:
+            client_left_early(state, ctx)  # its client left while it was held (session-log backlog)
             return web.Response(status=499)
         chat = validate_chat(parse_body(raw))
         ctx.body, ctx.messages, ctx.params = chat.body, list(chat.messages), chat.params
@@ -59,6 +53,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         response = error_response(err)
         response.headers["x-engine-session"] = ctx.id
         return response
+    except asyncio.CancelledError:
+        # aiohttp cancels the handler when the client hangs up: mid-upload, or while the graph
+        # waits on a backend (the cancellation closes that call, so the model stops too).
+        client_left_early(state, ctx)
+        raise
     except Exception as exc:
         # A bug of ours: the error middleware answers a generic 500 and logs the traceback;
         # the session log must still record that this request failed, and how.
@@ -86,6 +85,14 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     finally:
         finish(state, ctx, status=200, outcome="ok", error=None, usage=usage)
     return response
+
+
+def client_left_early(state, ctx: RequestContext) -> None:
+    """Log a request whose client hung up before its answer began: not our failure, no 500."""
+    if ctx.trace and ctx.trace[-1].duration_ms is None:
+        ctx.trace[-1].status = "cancelled"  # the step that was waiting when the client left
+    finish(state, ctx, status=499, outcome="client_disconnected",
+           error="client closed the connection before its answer began")
 
 
 def finish(state, ctx: RequestContext, *, status: int, outcome: str, error: str | None,

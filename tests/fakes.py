@@ -45,7 +45,7 @@ class FakeBackend:
         self.name = name
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
-        self.aborted = 0  # streams the engine closed before the end
+        self.aborted = 0  # requests the engine closed before the end
         self.answer: Callable[[dict[str, Any]], Answer] = lambda body: Answer(content=f"{name} answer")
         self.app = web.Application()
         self.app.router.add_post("/v1/chat/completions", self.chat)
@@ -64,7 +64,11 @@ class FakeBackend:
             request.transport.close()
             return web.Response()
         if answer.delay:
-            await asyncio.sleep(answer.delay)
+            try:
+                await asyncio.sleep(answer.delay)
+            except asyncio.CancelledError:
+                self.aborted += 1  # the engine hung up while we were "generating"
+                raise
         if answer.status != 200:
             headers = {"Retry-After": answer.retry_after} if answer.retry_after else None
             return web.json_response(answer.error_body or {"error": {"message": f"{self.name} failed"}},

@@ -134,7 +134,7 @@ async def test_a_client_that_hangs_up_mid_upload_is_a_disconnect_not_a_500(clien
         await asyncio.sleep(0.02)
     [log] = logs
     assert (log["outcome"], log["status"]) == ("client_disconnected", 499)
-    assert "before sending the whole request" in log["error"] and "internal" not in log["error"]
+    assert "before its answer began" in log["error"] and "internal" not in log["error"]
     stats = await (await client.get("/stats")).json()
     assert "500" not in stats["statuses"]
     assert backends["primary"].requests == [] and backends["router"].requests == []

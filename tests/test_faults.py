@@ -247,6 +247,25 @@ async def test_flapping_backend_is_ridden_out_by_retries(make_client):
     assert client.app[STATE].breakers["main"].state == "closed"
 
 
+async def test_client_hang_up_cancels_a_non_streamed_upstream_call(make_client):
+    client, main, _ = await make_client()
+    main.answer = lambda body: Answer(delay=0.8)  # still "generating" when the client leaves
+    request = asyncio.create_task(post(client))
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if main.requests:
+            break
+    request.cancel()  # the client's connection closes with the request in flight
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if main.aborted:
+            break
+    assert main.aborted == 1  # the backend saw the engine hang up before it answered
+    [log] = await session_logs(client)
+    assert (log["outcome"], log["status"]) == ("client_disconnected", 499)
+    assert log["steps"][-1]["status"] == "cancelled"
+
+
 async def test_client_hang_up_cancels_the_upstream_stream(make_client):
     client, main, _ = await make_client()
     main.answer = lambda body: Answer(content=" ".join(["tok"] * 200), gap=0.02)

@@ -139,10 +139,25 @@ async def test_a_disk_slower_than_the_traffic_holds_new_requests_and_loses_no_lo
         await asyncio.sleep(0.05)
     assert stats["session_logs"]["requests_held"] == 1 and stats["session_logs"]["queued_bytes"] > 0
     assert not second.done()
+    # A third client gives up while held: its request must still be logged, as a disconnect.
+    third = asyncio.create_task(client.post("/v1/chat/completions", json=ask))
+    for _ in range(100):
+        stats = await (await client.get("/stats")).json()
+        if stats["session_logs"]["requests_held"] == 2:
+            break
+        await asyncio.sleep(0.05)
+    third.cancel()
+    await asyncio.sleep(0.1)
 
     release.set()
     assert (await asyncio.wait_for(second, 10)).status == 200
-    logs = await session_logs(client)
-    assert len(logs) == 2 and all(log["outcome"] == "ok" for log in logs)
+    for _ in range(100):
+        logs = await session_logs(client)
+        if len(logs) == 3:
+            break
+        await asyncio.sleep(0.05)
+    assert sorted(log["outcome"] for log in logs) == ["client_disconnected", "ok", "ok"]
+    [left] = [log for log in logs if log["outcome"] == "client_disconnected"]
+    assert left["status"] == 499
     stats = await (await client.get("/stats")).json()
     assert stats["session_logs"]["queued_bytes"] == 0 and stats["session_logs"]["failed"] == 0
